@@ -1,0 +1,84 @@
+"""The codec: frame header and every table of the protocol, as the runner reads and writes them.
+
+Two implementations with one API and one behaviour: ``a6fast._codec`` (Cython, the hot path) and
+``a6fast._codec_py`` (pure Python, for platforms without a wheel and as the test oracle).  This
+module picks one at import: the pure one when ``A6FAST_NO_EXTENSIONS`` is set to a non-empty value
+other than ``0``, or when the extension is not built.  ``IMPLEMENTATION`` says which.
+
+API (both modules)
+------------------
+Frame header::
+
+    encode_header(rpc_type, length) -> bytes            # 4 bytes; EncodeError if out of range
+    decode_header(data, offset=0) -> (rpc_type, length)  # DecodeError if fewer than 4 bytes
+
+Runner side reads (payload = the bytes after the frame header; bytes-like accepted)::
+
+    decode_prepare_conf_req(payload) -> PrepareConfReq    # .conf: list[(name, value)], .key
+    decode_http_req_call(payload)   -> HTTPReqCallReq     # .id .src_ip .method .path .args
+                                                          # .headers .conf_token
+    decode_http_resp_call(payload)  -> HTTPRespCallReq    # .id .status .headers .conf_token
+    decode_extra_info_resp(payload) -> bytes | None       # ExtraInfo.Resp.result
+
+Runner side writes (each returns a whole frame: header + payload)::
+
+    encode_err(code)
+    encode_prepare_conf_resp(conf_token)
+    encode_no_action(id)                                   # HTTPReqCall.Resp, action NONE
+    encode_stop(id, status, headers, body)
+    encode_rewrite(id, path, headers, args, resp_headers, body)
+    encode_http_resp_call_resp(id, status, headers, body)
+    encode_extra_info_var(name)
+    encode_extra_info_req_body()
+    encode_extra_info_resp_body()
+
+Conventions
+-----------
+- Strings are ``str``, decoded as UTF-8 with ``surrogateescape`` so that any byte survives a round
+  trip; writers accept ``str`` (encoded the same way) or ``bytes``.
+- Absent is ``None`` and never the same as empty: a TextEntry without a value has value ``None``,
+  an absent vector reads as ``[]`` for entry lists (``args``/``headers``) but an absent ``src_ip``,
+  ``path``, ``key`` or ExtraInfo ``result`` reads as ``None``.  On writing, ``None`` leaves a field
+  out, ``[]`` / ``b""`` writes an empty vector.
+- Entry lists are sequences of ``(name, value)`` pairs, in order, names repeated for multi-valued.
+- ``id``, ``conf_token``: uint32; ``status``: uint16; ``method``: the ``A6.Method`` value (0..14).
+  Scalars are read eagerly and checked; string and vector fields of ``HTTPReqCallReq`` and
+  ``HTTPRespCallReq`` are decoded on first access (then cached), so a corrupt field raises
+  ``DecodeError`` when it is touched.
+- Every read of untrusted bytes is bounds-checked first; malformed input raises
+  ``a6fast.errors.DecodeError``, never anything else and never a read outside the buffer.
+- Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload
+  larger than ``MAX_PAYLOAD``.
+"""
+import os
+
+from .errors import DecodeError, EncodeError  # noqa: F401  (re-exported)
+
+_NAMES = (
+    "encode_header", "decode_header",
+    "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
+    "decode_extra_info_resp",
+    "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
+    "encode_rewrite", "encode_http_resp_call_resp", "encode_extra_info_var",
+    "encode_extra_info_req_body", "encode_extra_info_resp_body",
+    "PrepareConfReq", "HTTPReqCallReq", "HTTPRespCallReq",
+)
+
+
+def _want_pure():
+    value = os.environ.get("A6FAST_NO_EXTENSIONS", "")
+    return value not in ("", "0")
+
+
+if _want_pure():
+    from . import _codec_py as _impl
+else:
+    try:
+        from . import _codec as _impl
+    except ImportError:
+        from . import _codec_py as _impl
+
+IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
+
+globals().update({name: getattr(_impl, name) for name in _NAMES})
+__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError"]
