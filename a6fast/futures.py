@@ -1,0 +1,174 @@
+"""Minimal futures and tasks for the runner's own loop (not asyncio: this is the hot path).
+
+A plugin coroutine awaits a ``Future`` (an ExtraInfo answer, a thread's result); a ``Task``
+drives the coroutine and resumes it when that future is done.  All of this happens on the loop's
+thread; other threads hand results over through the loop (``call_soon_threadsafe``).
+"""
+
+_PENDING, _DONE, _CANCELLED = 0, 1, 2
+
+
+class CancelledError(BaseException):
+    """Thrown into a task whose call was abandoned (deadline passed, connection closed)."""
+
+
+class Future:
+    """A result that arrives later, on the loop thread."""
+
+    __slots__ = ("_state", "_result", "_exception", "_callbacks")
+
+    def __init__(self):
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._callbacks = []
+
+    def done(self):
+        return self._state != _PENDING
+
+    def cancelled(self):
+        return self._state == _CANCELLED
+
+    def result(self):
+        if self._state == _CANCELLED:
+            raise CancelledError()
+        if self._state == _PENDING:
+            raise RuntimeError("result() of a pending Future")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self):
+        return self._exception
+
+    def add_done_callback(self, fn):
+        if self._state != _PENDING:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def _finish(self, state):
+        self._state = state
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def set_result(self, value):
+        if self._state == _PENDING:
+            self._result = value
+            self._finish(_DONE)
+
+    def set_exception(self, exc):
+        if self._state == _PENDING:
+            self._exception = exc
+            self._finish(_DONE)
+
+    def cancel(self):
+        if self._state != _PENDING:
+            return False
+        self._finish(_CANCELLED)
+        return True
+
+    def __await__(self):
+        if self._state == _PENDING:
+            yield self
+        return self.result()
+
+
+class Task(Future):
+    """Drives a coroutine that awaits ``Future`` objects; is itself the future of its result."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro):
+        super().__init__()
+        self._coro = coro
+        self._waiting = None
+        self._step(None, None)
+
+    def _step(self, value, exc):
+        try:
+            if exc is None:
+                awaited = self._coro.send(value)
+            else:
+                awaited = self._coro.throw(exc)
+        except StopIteration as stop:
+            self.set_result(stop.value)
+            return
+        except BaseException as error:  # noqa: B902  the plugin's failure is the task's result
+            if isinstance(error, CancelledError):
+                Future.cancel(self)
+            else:
+                self.set_exception(error)
+            return
+        if not isinstance(awaited, Future):
+            self._coro.close()
+            self.set_exception(TypeError(
+                "a plugin awaited %r; only a6fast awaitables (request.var(), request.body(), "
+                "a6fast.run_blocking()) can be awaited" % (awaited,)))
+            return
+        self._waiting = awaited
+        awaited.add_done_callback(self._wakeup)
+
+    def _wakeup(self, future):
+        if self._state != _PENDING:
+            return
+        self._waiting = None
+        if future.cancelled():
+            self._step(None, CancelledError())
+        elif future._exception is not None:
+            self._step(None, future._exception)
+        else:
+            self._step(future._result, None)
+
+    def cancel(self):
+        """Abandon the call: the coroutine is closed, the awaited future cancelled."""
+        if self._state != _PENDING:
+            return False
+        waiting, self._waiting = self._waiting, None
+        try:
+            self._coro.close()
+        except BaseException:  # noqa: B902  a plugin refusing to close must not break the loop
+            pass
+        Future.cancel(self)
+        if waiting is not None:
+            waiting.cancel()
+        return True
+
+
+def run(coro):
+    """Run ``coro`` until it first waits: its result, or a ``Task`` still pending."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    task = Task.__new__(Task)
+    Future.__init__(task)
+    task._coro = coro
+    task._waiting = None
+    if not isinstance(awaited, Future):
+        coro.close()
+        raise TypeError("a plugin awaited %r, which is not an a6fast awaitable" % (awaited,))
+    task._waiting = awaited
+    awaited.add_done_callback(task._wakeup)
+    return task
+
+
+_offload = None
+
+
+def set_offload(submit):
+    """Install ``submit(fn, args) -> Future``: how blocking work leaves the loop (the loop sets it)."""
+    global _offload
+    _offload = submit
+
+
+def run_blocking(fn, *args):
+    """Run ``fn(*args)`` in a worker thread; await the returned future for its result.
+
+    For plugins that must block (an HTTP call to an auth service, a database query) without
+    stopping every other call: ``result = await a6fast.run_blocking(requests.get, url)``.
+    """
+    if _offload is None:
+        raise RuntimeError("run_blocking() needs a running a6fast loop")
+    return _offload(fn, args)
