@@ -1,0 +1,104 @@
+"""`a6fast`: the command line."""
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+
+LOG_FORMAT = "%(asctime)s %(levelname)s a6fast[%(process)d] %(name)s: %(message)s"
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def setup_logging(level):
+    logging.basicConfig(level=_LEVELS[level.lower()], format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def read_config_file(path):
+    """The official runner's config.yaml: socket.file (may be $env.NAME) and logging.level."""
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise click.BadParameter("%s: expected a mapping at the top level" % path, param_hint="--config")
+    out = {}
+    socket_file = (data.get("socket") or {}).get("file")
+    if socket_file:
+        socket_file = str(socket_file)
+        if socket_file.startswith("$env."):
+            socket_file = os.environ.get(socket_file[5:], "")
+        if socket_file:
+            out["listen"] = socket_file
+    level = (data.get("logging") or {}).get("level")
+    if level:
+        if str(level).lower() not in _LEVELS:
+            raise click.BadParameter("%s: unknown logging.level %r" % (path, level), param_hint="--config")
+        out["log_level"] = str(level).lower()
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="a6fast")
+def main():
+    """a6fast: a fast, fail-closed Python plugin runner for Apache APISIX.
+
+    Start it with `a6fast serve`; APISIX's ext-plugin talks to it over a unix socket.
+    """
+
+
+@main.command()
+@click.option("--listen", metavar="unix:PATH",
+              help="Socket to listen on. Default: $APISIX_LISTEN_ADDRESS (set by APISIX).")
+@click.option("--plugins", "plugin_dirs", multiple=True, type=click.Path(file_okay=False),
+              metavar="DIR", help="Directory of plugin .py files (repeatable).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="A config.yaml of the official runner (socket.file, logging.level).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
+              case_sensitive=False), default=None, help="Log level (default: info).")
+@click.option("--call-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds a call may take before it is answered SERVICE_UNAVAILABLE.")
+@click.option("--conf-expire", type=float, default=None,
+              help="Seconds a conf is kept after its last use. Default: $APISIX_CONF_EXPIRE_TIME or 3600.")
+@click.option("--max-confs", type=int, default=10000, show_default=True,
+              help="Most confs kept at once; the least recently used goes first.")
+@click.option("--socket-mode", default="0660", show_default=True,
+              help="File mode of the socket (octal). Never make it world-writable.")
+@click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
+@click.option("--state-file", type=click.Path(dir_okay=False), default=None,
+              help="Where the conf token high-water mark is kept. Default: SOCKET.tokens")
+def serve(listen, plugin_dirs, config_file, log_level, call_timeout, conf_expire, max_confs,
+          socket_mode, socket_group, state_file):
+    """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
+    from .registry import Registry
+    from .server import ListenError, ServeOptions, serve as run_server
+
+    from_file = read_config_file(config_file) if config_file else {}
+    setup_logging(log_level or from_file.get("log_level") or "info")
+    listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
+    if conf_expire is None:
+        conf_expire = float(os.environ.get("APISIX_CONF_EXPIRE_TIME") or 3600)
+    try:
+        mode = int(socket_mode, 8)
+    except ValueError:
+        raise click.BadParameter("not an octal mode: %r" % socket_mode, param_hint="--socket-mode")
+    if mode & 0o002:
+        raise click.BadParameter("a world-writable socket lets any local user drive the plugins",
+                                 param_hint="--socket-mode")
+    group = int(socket_group) if socket_group and socket_group.isdigit() else socket_group
+    registry = Registry.load(plugin_dirs=list(plugin_dirs))
+    options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), conf_expire=conf_expire,
+                           max_confs=max_confs, call_timeout=call_timeout, socket_mode=mode,
+                           socket_group=group, state_file=state_file)
+    try:
+        status = run_server(options, registry)
+    except ListenError as exc:
+        logging.getLogger("a6fast.server").error("%s", exc)
+        sys.exit(1)
+    sys.exit(status)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,434 @@
+"""One runner process: the listening socket, its connections, the conf store and the plugin chains.
+
+Every call is answered with its action or with a type 0 Err frame: a failure is never answered
+with anything the gateway would read as success.
+"""
+import errno
+import logging
+import socket
+import threading
+import concurrent.futures
+
+from .. import codec
+from ..errors import ConfError, DecodeError, EncodeError, UnknownPlugin
+from ..futures import CancelledError, Future
+from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_BODY,
+                        INFO_RESP_BODY, INFO_VAR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
+                        RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, SERVICE_UNAVAILABLE)
+from .loop import READ, WRITE
+
+log = logging.getLogger("a6fast.server")
+
+RECV_SIZE = 256 * 1024
+# Past this much unsent output to one peer (it stopped reading), we stop reading from it.
+MAX_BACKLOG = 32 * 1024 * 1024
+
+_decode_header = codec.decode_header
+_decode_http_req_call = codec.decode_http_req_call
+_decode_http_resp_call = codec.decode_http_resp_call
+_ERR_FRAMES = {code: codec.encode_err(code) for code in ERR_NAMES}
+_EXTRA_INFO_BODY = {INFO_REQ_BODY: codec.encode_extra_info_req_body(),
+                    INFO_RESP_BODY: codec.encode_extra_info_resp_body()}
+
+
+class Call:
+    """One HTTPReqCall/HTTPRespCall that did not finish at once: the plugins' context for ExtraInfo."""
+
+    __slots__ = ("conn", "rpc_type", "id", "task", "timer", "live", "waiters")
+
+    def __init__(self, conn, rpc_type, call_id):
+        self.conn = conn
+        self.rpc_type = rpc_type
+        self.id = call_id
+        self.task = None
+        self.timer = None
+        self.live = True
+        self.waiters = []
+
+    def extra_info(self, info_type, name=None):
+        """Ask the gateway (loop thread): a Future of ExtraInfo.Resp.result (bytes or None)."""
+        if not self.live:
+            raise CancelledError()
+        if info_type == INFO_VAR:
+            frame = codec.encode_extra_info_var(name)
+        else:
+            frame = _EXTRA_INFO_BODY[info_type]
+        future = Future()
+        self.waiters.append(future)
+        self.conn.ask(frame)
+        return future
+
+    def extra_info_blocking(self, info_type, name=None):
+        """The same from a worker thread: waits for the answer (at most the call's deadline)."""
+        runner = self.conn.runner
+        if runner.loop.in_loop_thread():
+            raise RuntimeError("get_var()/get_body() block; on the loop, await request.var()/body()")
+        result = concurrent.futures.Future()
+
+        def start():
+            try:
+                future = self.extra_info(info_type, name)
+            except BaseException as exc:  # noqa: B902  handed back to the waiting thread
+                result.set_exception(exc)
+                return
+
+            def transfer(done):
+                if done.cancelled():
+                    result.set_exception(CancelledError())
+                elif done.exception() is not None:
+                    result.set_exception(done.exception())
+                else:
+                    result.set_result(done.result())
+            future.add_done_callback(transfer)
+
+        runner.loop.call_soon_threadsafe(start)
+        try:
+            return result.result(timeout=runner.call_timeout)
+        except concurrent.futures.TimeoutError:
+            raise CancelledError() from None
+
+
+class Connection:
+    """One gateway connection: exact framing, one call at a time, non-blocking writes."""
+
+    __slots__ = ("runner", "sock", "fd", "rbuf", "wbuf", "call", "stale_extra", "closed",
+                 "reading", "writing", "in_read")
+
+    def __init__(self, runner, sock):
+        self.runner = runner
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.rbuf = bytearray()
+        self.wbuf = bytearray()
+        self.call = None
+        self.stale_extra = 0
+        self.closed = False
+        self.reading = True
+        self.writing = False
+        self.in_read = False
+
+    # events -------------------------------------------------------------------------------------
+    def on_events(self, events):
+        if events & WRITE:
+            self.flush()
+        if not self.closed and events & ~WRITE:
+            self.on_readable()
+
+    def on_readable(self):
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close("read failed: %s" % exc)
+            return
+        if not data:
+            if self.rbuf or self.call is not None:
+                self.close("peer closed the connection mid-%s" % ("frame" if self.rbuf else "call"))
+            else:
+                self.close(None)
+            return
+        self.rbuf += data
+        self.process()
+
+    def process(self):
+        """Handle every complete frame in the buffer, in order, one call at a time.
+
+        Not re-entered: a call finishing inside it (an ExtraInfo answer resumed its plugin) lets
+        this loop go on with the next frame."""
+        if self.in_read:
+            return
+        self.in_read = True
+        rbuf = self.rbuf
+        pos = 0
+        try:
+            size = len(rbuf)
+            while size - pos >= 4 and not self.closed:
+                if self.call is not None and not self.call.waiters:
+                    break  # the call runs on; later frames wait for its answer
+                rpc_type = rbuf[pos]
+                end = pos + 4 + ((rbuf[pos + 1] << 16) | (rbuf[pos + 2] << 8) | rbuf[pos + 3])
+                if end > size:
+                    break
+                payload = bytes(rbuf[pos + 4:end])
+                pos = end
+                self.on_frame(rpc_type, payload)
+        finally:
+            if pos:
+                del rbuf[:pos]
+            self.in_read = False
+        if not self.closed:
+            self.update_events()
+
+    def update_events(self):
+        reading = (self.call is None or bool(self.call.waiters)) and len(self.wbuf) < MAX_BACKLOG
+        writing = bool(self.wbuf)
+        if reading != self.reading or writing != self.writing:
+            self.reading, self.writing = reading, writing
+            self.runner.loop.set_events(self.fd, reading, writing)
+
+    # frames -------------------------------------------------------------------------------------
+    def on_frame(self, rpc_type, payload):
+        call = self.call
+        if call is not None:
+            if rpc_type == RPC_EXTRA_INFO:
+                self.on_extra_info(call, payload)
+            else:
+                self.close("protocol error: %s frame while waiting for an ExtraInfo answer"
+                           % RPC_NAMES.get(rpc_type, "type %d" % rpc_type))
+            return
+        runner = self.runner
+        if rpc_type == RPC_HTTP_REQ_CALL:
+            try:
+                req = _decode_http_req_call(payload)
+            except DecodeError as exc:
+                self.fail(BAD_REQUEST, "undecodable HTTPReqCall: %s", exc)
+                return
+            chain = runner.confs.get(req.conf_token, runner.loop.now)
+            if chain is None:
+                self.fail(CONF_TOKEN_NOT_FOUND, None)
+                return
+            self.run_call(RPC_HTTP_REQ_CALL, req, chain.call_request)
+        elif rpc_type == RPC_PREPARE_CONF:
+            self.send(runner.prepare_conf(payload))
+        elif rpc_type == RPC_HTTP_RESP_CALL:
+            try:
+                req = _decode_http_resp_call(payload)
+            except DecodeError as exc:
+                self.fail(BAD_REQUEST, "undecodable HTTPRespCall: %s", exc)
+                return
+            chain = runner.confs.get(req.conf_token, runner.loop.now)
+            if chain is None:
+                self.fail(CONF_TOKEN_NOT_FOUND, None)
+                return
+            self.run_call(RPC_HTTP_RESP_CALL, req, chain.call_response)
+        elif rpc_type == RPC_EXTRA_INFO and self.stale_extra:
+            self.stale_extra -= 1  # the answer to a call that already timed out
+        else:
+            self.fail(BAD_REQUEST, "unexpected frame of %s (%d bytes)",
+                      RPC_NAMES.get(rpc_type, "unknown type %d" % rpc_type), len(payload))
+
+    def run_call(self, rpc_type, req, run):
+        call = Call(self, rpc_type, req.id)
+        self.runner.stats_calls += 1
+        try:
+            answer = run(req, call)
+        except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
+            call.live = False
+            self.call_failed(call, exc)
+            return
+        if answer.__class__ is bytes:
+            call.live = False
+            self.send(answer)
+            return
+        if not isinstance(answer, Future):
+            call.live = False
+            self.call_failed(call, TypeError("plugin chain returned %r" % (type(answer),)))
+            return
+        # the call waits (ExtraInfo, a thread): it owns the connection until it is answered
+        self.call = call
+        call.task = answer
+        call.timer = self.runner.loop.call_later(self.runner.call_timeout,
+                                                 lambda: self.call_timed_out(call))
+        answer.add_done_callback(lambda done: self.call_done(call, done))
+
+    def call_done(self, call, done):
+        if not call.live:
+            return
+        self.finish(call)
+        if done.cancelled():
+            self.call_failed(call, CancelledError())
+        elif done.exception() is not None:
+            self.call_failed(call, done.exception())
+        else:
+            answer = done.result()
+            if answer.__class__ is bytes:
+                self.send(answer)
+            else:
+                self.call_failed(call, TypeError("plugin chain returned %r" % (type(answer),)))
+        if not self.in_read and not self.closed:
+            self.process()
+
+    def call_timed_out(self, call):
+        if not call.live:
+            return
+        log.error("%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
+                  RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
+        self.stale_extra += len(call.waiters)
+        self.finish(call)
+        if call.task is not None:
+            call.task.cancel()
+        self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
+        if not self.closed and not self.in_read:
+            self.process()
+
+    def finish(self, call):
+        call.live = False
+        if call.timer is not None:
+            call.timer.cancel()
+        if self.call is call:
+            self.call = None
+
+    def call_failed(self, call, exc):
+        name = RPC_NAMES[call.rpc_type]
+        if isinstance(exc, DecodeError):
+            self.fail(BAD_REQUEST, "%s id=%d: corrupt field: %s", name, call.id, exc)
+        elif isinstance(exc, EncodeError):
+            self.fail(SERVICE_UNAVAILABLE, "%s id=%d: the plugins' answer cannot be sent: %s",
+                      name, call.id, exc)
+        elif isinstance(exc, CancelledError):
+            self.fail(SERVICE_UNAVAILABLE, "%s id=%d: call abandoned", name, call.id)
+        else:
+            self.runner.stats_errors += 1
+            log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE", name, call.id,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
+
+    def on_extra_info(self, call, payload):
+        future = call.waiters.pop(0)
+        try:
+            result = codec.decode_extra_info_resp(payload)
+        except DecodeError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def fail(self, code, reason, *args):
+        if reason is not None:
+            log.warning("answering %s: " + reason, ERR_NAMES[code], *args)
+        self.send(_ERR_FRAMES[code])
+
+    # output -------------------------------------------------------------------------------------
+    def ask(self, frame):
+        """Send an ExtraInfo request; its answer must be read even though a call is running."""
+        self.send(frame)
+        if not self.in_read:
+            self.update_events()
+
+    def send(self, frame):
+        if self.closed:
+            return
+        if self.wbuf:
+            self.wbuf += frame
+            return
+        try:
+            sent = self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.close("write failed: %s" % exc)
+            return
+        if sent < len(frame):
+            self.wbuf += memoryview(frame)[sent:]
+            if not self.in_read:
+                self.update_events()
+
+    def flush(self):
+        try:
+            sent = self.sock.send(self.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close("write failed: %s" % exc)
+            return
+        del self.wbuf[:sent]
+        if not self.in_read:
+            self.process()  # reading may resume
+
+    def close(self, reason):
+        if self.closed:
+            return
+        if reason:
+            log.warning("closing connection %d: %s", self.fd, reason)
+        self.closed = True
+        call = self.call
+        if call is not None:
+            self.finish(call)
+            if call.task is not None:
+                call.task.cancel()
+        self.runner.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Runner:
+    """Serves the gateway on one listening socket with one loop."""
+
+    def __init__(self, loop, listener, registry, confs, call_timeout=30.0):
+        self.loop = loop
+        self.listener = listener
+        self.registry = registry
+        self.confs = confs
+        self.call_timeout = call_timeout
+        self.connections = {}
+        self.accepting = True
+        self.stats_calls = 0
+        self.stats_errors = 0
+        loop.add_reader(listener.fileno(), self.on_accept)
+        self._sweeper = loop.call_later(60.0, self.sweep)
+
+    def on_accept(self, events):
+        accept = self.listener.accept
+        for _ in range(64):
+            try:
+                sock, _ = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept a connection: %s", exc)
+                    return
+                raise
+            sock.setblocking(False)
+            conn = Connection(self, sock)
+            self.connections[conn.fd] = conn
+            self.loop.add_reader(conn.fd, conn.on_events)
+
+    def forget(self, conn):
+        if self.connections.get(conn.fd) is conn:
+            del self.connections[conn.fd]
+            self.loop.remove(conn.fd)
+
+    def prepare_conf(self, payload):
+        """Answer one PrepareConf frame: the token, or an Err frame."""
+        try:
+            req = codec.decode_prepare_conf_req(payload)
+            conf = req.conf
+            key = req.key
+        except DecodeError as exc:
+            log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
+            return _ERR_FRAMES[BAD_REQUEST]
+        try:
+            token = self.confs.put(key, conf, lambda: self.registry.prepare(conf, key))
+        except UnknownPlugin as exc:
+            log.error("answering BAD_REQUEST: PrepareConf (key %r) names plugin %r, which is not "
+                      "loaded (loaded: %s)", key, exc.name, ", ".join(sorted(self.registry.names())))
+            return _ERR_FRAMES[BAD_REQUEST]
+        except ConfError as exc:
+            log.error("answering BAD_REQUEST: PrepareConf (key %r) rejected: %s", key, exc)
+            return _ERR_FRAMES[BAD_REQUEST]
+        except Exception:  # noqa: BLE001  a plugin's conf hook failing is still a bad conf
+            log.exception("answering BAD_REQUEST: PrepareConf (key %r) failed", key)
+            return _ERR_FRAMES[BAD_REQUEST]
+        log.debug("PrepareConf key %r -> conf_token %d", key, token)
+        return codec.encode_prepare_conf_resp(token)
+
+    def sweep(self):
+        self.confs.sweep()
+        self._sweeper = self.loop.call_later(60.0, self.sweep)
+
+    def busy(self):
+        """How many calls are waiting for plugins (ExtraInfo, threads)."""
+        return sum(1 for conn in self.connections.values() if conn.call is not None)
+
+    def stop_accepting(self):
+        if self.accepting:
+            self.accepting = False
+            self.loop.remove(self.listener.fileno())
+            self.listener.close()
+
+    def close_all(self):
+        for conn in list(self.connections.values()):
+            conn.close(None)
