@@ -58,6 +58,8 @@ def main():
               help="A config.yaml of the official runner (socket.file, logging.level).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
               case_sensitive=False), default=None, help="Log level (default: info).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes serving the socket. Default: the number of CPUs.")
 @click.option("--call-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a call may take before it is answered SERVICE_UNAVAILABLE.")
 @click.option("--conf-expire", type=float, default=None,
@@ -69,11 +71,11 @@ def main():
 @click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
 @click.option("--state-file", type=click.Path(dir_okay=False), default=None,
               help="Where the conf token high-water mark is kept. Default: SOCKET.tokens")
-def serve(listen, plugin_dirs, config_file, log_level, call_timeout, conf_expire, max_confs,
+def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, conf_expire, max_confs,
           socket_mode, socket_group, state_file):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
     from .registry import Registry
-    from .server import ListenError, ServeOptions, serve as run_server
+    from .server import ListenError, ServeOptions, default_workers, serve as run_server
 
     from_file = read_config_file(config_file) if config_file else {}
     setup_logging(log_level or from_file.get("log_level") or "info")
@@ -89,7 +91,12 @@ def serve(listen, plugin_dirs, config_file, log_level, call_timeout, conf_expire
                                  param_hint="--socket-mode")
     group = int(socket_group) if socket_group and socket_group.isdigit() else socket_group
     registry = Registry.load(plugin_dirs=list(plugin_dirs))
-    options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), conf_expire=conf_expire,
+    if workers is None:
+        workers = default_workers()
+    if workers < 1:
+        raise click.BadParameter("at least one worker", param_hint="--workers")
+    options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), workers=workers,
+                           conf_expire=conf_expire,
                            max_confs=max_confs, call_timeout=call_timeout, socket_mode=mode,
                            socket_group=group, state_file=state_file)
     try:

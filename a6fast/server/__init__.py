@@ -1,23 +1,33 @@
-"""The runner's server: one selector loop per process serving the gateway's unix socket."""
+"""The runner's server: a selector loop per process serving the gateway's unix socket, and a
+supervisor when there are several worker processes."""
 import logging
 import os
 import resource
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from .confstore import ConfStore, TokenSource
-from .listener import DEFAULT_SOCKET_MODE, ListenError, bind_unix, parse_listen_address, remove_socket, socket_identity
+from .listener import (DEFAULT_SOCKET_MODE, ListenError, bind_unix, parse_listen_address,
+                       remove_socket, socket_identity)
 from .loop import Loop
 from .runner import Runner
+from .shared import SharedConfs
 
-__all__ = ["ServeOptions", "serve", "ListenError"]
+__all__ = ["ServeOptions", "serve", "ListenError", "default_workers"]
 
 log = logging.getLogger("a6fast.server")
 
 # The gateway sends SIGTERM, waits about 1 s, then SIGKILL: drain within that.
 DRAIN_SECONDS = 0.8
+
+
+def default_workers():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover  (macOS)
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -26,20 +36,22 @@ class ServeOptions:
 
     listen: str
     plugin_dirs: List[str] = field(default_factory=list)
+    workers: int = 1
     conf_expire: float = 3600.0
     max_confs: int = 10000
     call_timeout: float = 30.0
     socket_mode: int = DEFAULT_SOCKET_MODE
-    socket_group: Optional[str] = None
+    socket_group: Optional[Union[str, int]] = None
     state_file: Optional[str] = None
     threads: int = 32
 
 
 def _raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
 
@@ -52,24 +64,45 @@ def serve(options, registry):
     path = parse_listen_address(options.listen)
     sock, path = bind_unix(path, options.socket_mode, options.socket_group)
     identity = socket_identity(path)
-    state_file = options.state_file or path + ".tokens"
-    confs = ConfStore(TokenSource(state_file), options.conf_expire, options.max_confs, clock=time.monotonic)
+    tokens = TokenSource(options.state_file or path + ".tokens")
+    log.info("a6fast listening on unix:%s (pid %d, %d worker(s), %s codec, plugins: %s)", path,
+             os.getpid(), options.workers, codec.IMPLEMENTATION,
+             ", ".join(sorted(registry.names())) or "none")
+    if options.workers <= 1:
+        try:
+            return run_worker(options, registry, sock, tokens, None,
+                              on_stop=lambda: remove_socket(path, identity))
+        finally:
+            remove_socket(path, identity)
+    from .supervisor import Supervisor
+
+    shared = SharedConfs.create()
+    try:
+        return Supervisor(options, registry, sock, tokens, shared).run()
+    finally:
+        remove_socket(path, identity)
+        shared.remove()
+
+
+def run_worker(options, registry, sock, tokens, shared, on_stop=None):
+    """One process's loop over the listening socket, until SIGTERM/SIGINT and a drain."""
+    confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
+                      clock=time.monotonic, shared=shared)
     loop = Loop(threads=options.threads)
-    runner = Runner(loop, sock, registry, confs, options.call_timeout)
+    runner = Runner(loop, sock, registry, confs, options.call_timeout, exclusive=shared is not None)
     stop_at = []
 
     def stop():
         if stop_at:
             return
-        log.info("stopping: socket closed, finishing %d call(s) in flight", runner.busy())
+        log.info("stopping: no new connections, finishing %d call(s) in flight", runner.busy())
         runner.stop_accepting()
-        remove_socket(path, identity)
+        if on_stop is not None:
+            on_stop()
         stop_at.append(time.monotonic() + DRAIN_SECONDS)
 
     loop.on_signal(signal.SIGTERM, stop)
     loop.on_signal(signal.SIGINT, stop)
-    log.info("a6fast listening on unix:%s (pid %d, %s codec, plugins: %s)", path, os.getpid(),
-             codec.IMPLEMENTATION, ", ".join(sorted(registry.names())) or "none")
 
     def done():
         return bool(stop_at) and (runner.busy() == 0 or time.monotonic() >= stop_at[0])
@@ -81,7 +114,6 @@ def serve(options, registry):
         if busy:
             log.warning("exiting with %d call(s) unanswered", busy)
         runner.stop_accepting()
-        remove_socket(path, identity)
         runner.close_all()
         loop.close()
     log.info("stopped")

@@ -69,7 +69,7 @@ class TokenSource:
 
 
 class Conf:
-    __slots__ = ("token", "key", "entries", "chain", "last_used")
+    __slots__ = ("token", "key", "entries", "chain", "last_used", "shared_touch")
 
     def __init__(self, token, key, entries, chain, now):
         self.token = token
@@ -77,16 +77,25 @@ class Conf:
         self.entries = entries
         self.chain = chain
         self.last_used = now
+        self.shared_touch = now
 
 
 class ConfStore:
-    """Chains by token, least recently used first; bounded; kept ``expire`` s after last use."""
+    """Chains by token, least recently used first; bounded; kept ``expire`` s after last use.
 
-    def __init__(self, tokens, expire=3600.0, max_confs=10000, clock=time.monotonic):
+    ``prepare(entries, key)`` parses a conf into its chain (raising ConfError).  With ``shared``
+    (several worker processes), every new conf is also published there, and a token this process
+    has not seen is looked up there before it is called unknown.
+    """
+
+    def __init__(self, tokens, prepare, expire=3600.0, max_confs=10000, clock=time.monotonic,
+                 shared=None):
         self.tokens = tokens
+        self.prepare = prepare
         self.expire = expire
         self.max_confs = max_confs
         self.clock = clock
+        self.shared = shared
         self._by_token = collections.OrderedDict()
         self._by_key = {}
         self.evicted_early = 0
@@ -94,35 +103,62 @@ class ConfStore:
     def __len__(self):
         return len(self._by_token)
 
-    def put(self, key, entries, make_chain):
+    def put(self, key, entries):
         """Store the conf and return its token; the same ``key`` with the same entries
-        gets its token back.  ``make_chain()`` parses the conf (only when it is new)."""
+        gets its token back (parsed once)."""
         now = self.clock()
         if key is not None:
             conf = self._by_key.get(key)
             if conf is not None and conf.entries == entries and conf.token in self._by_token:
-                conf.last_used = now
-                self._by_token.move_to_end(conf.token)
+                self._use(conf, now)
                 return conf.token
-        chain = make_chain()
-        self.sweep(now)
-        while len(self._by_token) >= self.max_confs:
-            self._drop(next(iter(self._by_token.values())), early=True)
-        conf = Conf(self.tokens.next(), key, entries, chain, now)
-        self._by_token[conf.token] = conf
-        if key is not None:
-            self._by_key[key] = conf
+            if self.shared is not None:
+                token = self.shared.token_of(key, entries)
+                if token is not None and self.get(token, now) is not None:
+                    return token
+        chain = self.prepare(entries, key)
+        conf = self._add(self.tokens.next(), key, entries, chain, now)
+        if self.shared is not None:
+            self.shared.publish(conf.token, key, entries)
         return conf.token
 
     def get(self, token, now):
         """The chain for ``token``, or None; a hit counts as a use."""
         conf = self._by_token.get(token)
         if conf is None:
-            return None
+            return self._load_shared(token, now) if self.shared is not None else None
         if conf.last_used != now:
-            conf.last_used = now
-            self._by_token.move_to_end(token)
+            self._use(conf, now)
         return conf.chain
+
+    def _use(self, conf, now):
+        conf.last_used = now
+        self._by_token.move_to_end(conf.token)
+        if self.shared is not None and now - conf.shared_touch > 60.0:
+            conf.shared_touch = now
+            self.shared.touch(conf.token)
+
+    def _load_shared(self, token, now):
+        found = self.shared.load(token)
+        if found is None:
+            return None
+        key, entries = found
+        try:
+            chain = self.prepare(entries, key)
+        except Exception:  # noqa: BLE001  another worker accepted it; here it is just unknown
+            log.exception("conf_token %d from another worker does not prepare here", token)
+            return None
+        return self._add(token, key, entries, chain, now).chain
+
+    def _add(self, token, key, entries, chain, now):
+        self.sweep(now)
+        while len(self._by_token) >= self.max_confs:
+            self._drop(next(iter(self._by_token.values())), early=True)
+        conf = Conf(token, key, entries, chain, now)
+        self._by_token[token] = conf
+        if key is not None:
+            self._by_key[key] = conf
+        return conf
 
     def sweep(self, now=None):
         """Forget confs unused for longer than ``expire`` seconds."""

@@ -356,7 +356,7 @@ class Connection:
 class Runner:
     """Serves the gateway on one listening socket with one loop."""
 
-    def __init__(self, loop, listener, registry, confs, call_timeout=30.0):
+    def __init__(self, loop, listener, registry, confs, call_timeout=30.0, exclusive=False):
         self.loop = loop
         self.listener = listener
         self.registry = registry
@@ -366,7 +366,8 @@ class Runner:
         self.accepting = True
         self.stats_calls = 0
         self.stats_errors = 0
-        loop.add_reader(listener.fileno(), self.on_accept)
+        # several workers share the listener: wake one of them per connection, not all
+        loop.add_reader(listener.fileno(), self.on_accept, exclusive=exclusive)
         self._sweeper = loop.call_later(60.0, self.sweep)
 
     def on_accept(self, events):
@@ -401,7 +402,7 @@ class Runner:
             log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
             return _ERR_FRAMES[BAD_REQUEST]
         try:
-            token = self.confs.put(key, conf, lambda: self.registry.prepare(conf, key))
+            token = self.confs.put(key, conf)
         except UnknownPlugin as exc:
             log.error("answering BAD_REQUEST: PrepareConf (key %r) names plugin %r, which is not "
                       "loaded (loaded: %s)", key, exc.name, ", ".join(sorted(self.registry.names())))

@@ -1,0 +1,134 @@
+"""Several worker processes on one socket: the parent starts them, restarts one that dies, and
+stops them all on SIGTERM/SIGINT within the gateway's grace period."""
+import logging
+import os
+import select
+import signal
+import time
+
+log = logging.getLogger("a6fast.server")
+
+SWEEP_SECONDS = 60.0
+
+
+class Supervisor:
+    def __init__(self, options, registry, sock, tokens, shared):
+        self.options = options
+        self.registry = registry
+        self.sock = sock
+        self.tokens = tokens
+        self.shared = shared
+        self.workers = {}  # pid -> slot
+        self.stopping = False
+        self._restarts = []
+
+    def spawn(self, slot):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                from . import run_worker
+
+                status = run_worker(self.options, self.registry, self.sock, self.tokens, self.shared)
+            except BaseException:  # noqa: B902  the worker must never return into the parent's code
+                log.exception("worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.workers[pid] = slot
+        log.info("worker %d started (slot %d)", pid, slot)
+
+    def run(self):
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        flags = {"stop": False}
+
+        def on_stop(signum, frame):
+            flags["stop"] = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGCHLD, lambda s, f: None)
+        signal.set_wakeup_fd(self._wake_w)
+        for slot in range(self.options.workers):
+            self.spawn(slot)
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        while not flags["stop"]:
+            try:
+                select.select([self._wake_r], [], [], 1.0)
+            except InterruptedError:
+                pass
+            self._drain()
+            self._reap(restart=not flags["stop"])
+            if time.monotonic() >= next_sweep:
+                self.shared.sweep(self.options.conf_expire, self.options.max_confs)
+                next_sweep = time.monotonic() + SWEEP_SECONDS
+        return self.shutdown()
+
+    def _drain(self):
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self, restart):
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.workers.pop(pid, None)
+            if slot is None:
+                continue
+            if restart:
+                log.error("worker %d exited (%s); starting another", pid, _describe(status))
+                self._throttle()
+                self.spawn(slot)
+
+    def _throttle(self):
+        # a worker dying at once after every start must not become a fork loop
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 10.0] + [now]
+        if len(self._restarts) > 5:
+            time.sleep(1.0)
+
+    def shutdown(self):
+        log.info("stopping %d worker(s)", len(self.workers))
+        self.sock.close()
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 0.95
+        while self.workers and time.monotonic() < deadline:
+            self._reap(restart=False)
+            time.sleep(0.01)
+        for pid in list(self.workers):
+            log.warning("worker %d did not stop in time; killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        return 0
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return "killed by signal %d" % os.WTERMSIG(status)
+    return "status %d" % os.waitstatus_to_exitcode(status)
