@@ -1,0 +1,781 @@
+"""Behaviour of the runner-side codec, on both implementations (the ``codec`` fixture).
+
+Inputs are built with ``a6fast.gateway`` (the gateway's side) or, for shapes our writers never
+produce, with the official ``flatbuffers.Builder``; corrupt fields are located with the official
+``flatbuffers.table.Table`` so the tests do not lean on the reader under test.
+"""
+import struct
+
+import flatbuffers
+import pytest
+from flatbuffers.table import Table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from a6fast import gateway
+from a6fast.errors import DecodeError, EncodeError
+from a6fast.protocol import (
+    ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR,
+    MAX_PAYLOAD, METHODS, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL,
+    RPC_PREPARE_CONF,
+)
+
+U32_MAX = 0xFFFFFFFF
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+                      max_examples=150, deadline=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+def payload_of(frame, rpc_type=None):
+    """The payload of a whole frame, after checking its header by hand."""
+    assert isinstance(frame, bytes)
+    length = int.from_bytes(frame[1:4], "big")
+    assert length == len(frame) - 4
+    if rpc_type is not None:
+        assert frame[0] == rpc_type
+    return frame[4:]
+
+
+def root_field(payload, slot):
+    """Absolute position of a root-table field, found by the official reader."""
+    root = struct.unpack_from("<I", payload, 0)[0]
+    offset = Table(bytearray(payload), root).Offset(4 + 2 * slot)
+    assert offset, "slot %d absent" % slot
+    return root + offset
+
+
+def target(payload, at):
+    """Where the uoffset stored at ``at`` points."""
+    return at + struct.unpack_from("<I", payload, at)[0]
+
+
+def patched_u32(payload, at, value):
+    data = bytearray(payload)
+    struct.pack_into("<I", data, at, value)
+    return bytes(data)
+
+
+def fb_entries(builder, entries):
+    """A [TextEntry] vector built by the official builder; None leaves name/value out."""
+    tables = []
+    for name, value in entries:
+        name_off = None if name is None else builder.CreateString(name)
+        value_off = None if value is None else builder.CreateString(value)
+        builder.StartObject(2)
+        if name_off is not None:
+            builder.PrependUOffsetTRelativeSlot(0, name_off, 0)
+        if value_off is not None:
+            builder.PrependUOffsetTRelativeSlot(1, value_off, 0)
+        tables.append(builder.EndObject())
+    builder.StartVector(4, len(tables), 4)
+    for table in reversed(tables):
+        builder.PrependUOffsetTRelative(table)
+    return builder.EndVector()
+
+
+def fb_table(nslots, children=lambda builder: None, fields=lambda builder, made: None):
+    """A whole payload from the official builder: ``children`` makes the objects the root
+    refers to, ``fields(builder, made)`` adds the root's fields."""
+    builder = flatbuffers.Builder(0)
+    made = children(builder)
+    builder.StartObject(nslots)
+    fields(builder, made)
+    builder.Finish(builder.EndObject())
+    return bytes(builder.Output())
+
+
+def empty_table():
+    return fb_table(0)
+
+
+def req_call(**kw):
+    kw.setdefault("id", 1)
+    kw.setdefault("conf_token", 2)
+    return payload_of(gateway.encode_http_req_call_req(**kw), RPC_HTTP_REQ_CALL)
+
+
+def resp_call(**kw):
+    kw.setdefault("id", 1)
+    kw.setdefault("conf_token", 2)
+    return payload_of(gateway.encode_http_resp_call_req(**kw), RPC_HTTP_RESP_CALL)
+
+
+def read_all(codec, kind, payload):
+    """Every field of a decoded message, lazy ones included, as a plain tuple."""
+    if kind == "prepare_conf":
+        req = codec.decode_prepare_conf_req(payload)
+        return req.conf, req.key
+    if kind == "http_req_call":
+        req = codec.decode_http_req_call(payload)
+        return (req.id, req.method, req.conf_token, req.path, req.src_ip, req.args,
+                req.headers)
+    if kind == "http_resp_call":
+        req = codec.decode_http_resp_call(payload)
+        return req.id, req.status, req.conf_token, req.headers
+    assert kind == "extra_info_resp"
+    return codec.decode_extra_info_resp(payload)
+
+
+SAMPLES = [
+    ("prepare_conf", payload_of(gateway.encode_prepare_conf_req(
+        [("auth", '{"k":1}'), ("limit", "{}")], key="route#1#ext-plugin-pre-req#7"))),
+    ("prepare_conf", payload_of(gateway.encode_prepare_conf_req([("only", None)]))),
+    ("http_req_call", req_call(id=0, method="POST", path="/a/b", src_ip="10.0.0.1",
+                               args=[("flag", None), ("y", ""), ("x", "1"), ("x", "2")],
+                               headers=[("host", "up.example"), ("cookie", "a=b")])),
+    ("http_req_call", req_call(src_ip="2001:db8::1", headers=[("x-empty", "")])),
+    ("http_resp_call", resp_call(status=502, headers=[("content-type", "text/plain"),
+                                                      ("set-cookie", "a"), ("set-cookie", "b")])),
+    ("extra_info_resp", payload_of(gateway.encode_extra_info_resp(b"\x00body\xff"))),
+    ("extra_info_resp", payload_of(gateway.encode_extra_info_resp(b""))),
+]
+SAMPLE_IDS = ["%s-%d" % (kind, index) for index, (kind, _) in enumerate(SAMPLES)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame header
+
+@pytest.mark.parametrize("rpc_type,length", [(0, 0), (1, 1), (2, 0x010203), (4, MAX_PAYLOAD),
+                                             (255, 17)])
+def test_header_round_trips_type_and_length(codec, rpc_type, length):
+    header = codec.encode_header(rpc_type, length)
+    assert len(header) == 4
+    assert codec.decode_header(header) == (rpc_type, length)
+
+
+def test_header_is_type_then_big_endian_24_bit_length(codec):
+    assert codec.encode_header(2, 0x010203) == b"\x02\x01\x02\x03"
+    assert codec.encode_header(1, MAX_PAYLOAD) == b"\x01\xff\xff\xff"
+    assert codec.decode_header(b"\x04\x00\x01\x00") == (4, 256)
+
+
+@pytest.mark.parametrize("rpc_type,length", [(0, MAX_PAYLOAD + 1), (0, -1), (256, 0), (-1, 0),
+                                             ("1", 0), (1, 2.0), (None, 0)])
+def test_header_out_of_range_or_wrong_type_is_encode_error(codec, rpc_type, length):
+    with pytest.raises(EncodeError):
+        codec.encode_header(rpc_type, length)
+
+
+def test_decode_header_reads_at_offset_in_any_bytes_like(codec):
+    data = b"xx" + codec.encode_header(3, 70000) + b"yy"
+    for view in (data, bytearray(data), memoryview(data)):
+        assert codec.decode_header(view, 2) == (3, 70000)
+    assert codec.decode_header(memoryview(data)[2:]) == (3, 70000)
+
+
+@pytest.mark.parametrize("data,offset", [(b"", 0), (b"\x01\x00\x00", 0), (b"\x01\x00\x00\x00", 1),
+                                         (b"\x01\x00\x00\x00\x00", 2), (b"\x01\x00\x00\x00", -4),
+                                         (b"\x01\x00\x00\x00", 1 << 40)])
+def test_decode_header_with_fewer_than_4_bytes_is_decode_error(codec, data, offset):
+    with pytest.raises(DecodeError):
+        codec.decode_header(data, offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# PrepareConf.Req
+
+def test_prepare_conf_req_reads_plugins_in_order_and_key(codec):
+    conf = [("auth", '{"key":"v"}'), ("limit", "{}"), ("auth", "{}")]
+    req = codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req(
+        conf, key="route#1#ext-plugin-pre-req#3")))
+    assert req.conf == conf
+    assert all(type(entry) is tuple for entry in req.conf)
+    assert req.key == "route#1#ext-plugin-pre-req#3"
+
+
+def test_prepare_conf_req_without_key_has_key_none(codec):
+    req = codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req([("a", "{}")])))
+    assert req.key is None
+
+
+def test_prepare_conf_req_empty_key_is_empty_string(codec):
+    req = codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req([], key="")))
+    assert req.key == ""
+
+
+@pytest.mark.parametrize("conf", [None, []])
+def test_prepare_conf_req_absent_or_empty_conf_reads_empty_list(codec, conf):
+    req = codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req(conf, key="k")))
+    assert req.conf == []
+
+
+def test_prepare_conf_entry_without_value_has_value_none(codec):
+    req = codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req(
+        [("auth", None), ("limit", "")])))
+    assert req.conf == [("auth", None), ("limit", "")]
+
+
+def test_prepare_conf_req_from_empty_table_has_nothing(codec):
+    req = codec.decode_prepare_conf_req(empty_table())
+    assert req.conf == [] and req.key is None
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPReqCall.Req
+
+def test_http_req_call_reads_every_field(codec):
+    req = codec.decode_http_req_call(req_call(
+        id=(5 << 22) + 9, conf_token=77, method="PUT", path="/api/v1", src_ip="192.0.2.7",
+        args=[("a", "1")], headers=[("host", "example.com"), ("accept", "*/*")]))
+    assert req.id == (5 << 22) + 9
+    assert req.conf_token == 77
+    assert req.method == METHODS.index("PUT")
+    assert req.path == "/api/v1"
+    assert req.src_ip == bytes([192, 0, 2, 7])
+    assert req.args == [("a", "1")]
+    assert req.headers == [("host", "example.com"), ("accept", "*/*")]
+
+
+def test_http_req_call_id_0_is_read_as_0(codec):
+    assert codec.decode_http_req_call(req_call(id=0, conf_token=3)).id == 0
+
+
+def test_http_req_call_max_uint32_id_and_conf_token(codec):
+    req = codec.decode_http_req_call(req_call(id=U32_MAX, conf_token=U32_MAX))
+    assert (req.id, req.conf_token) == (U32_MAX, U32_MAX)
+
+
+def test_http_req_call_from_empty_table_reads_defaults(codec):
+    req = codec.decode_http_req_call(empty_table())
+    assert (req.id, req.method, req.conf_token) == (0, 0, 0)
+    assert req.path is None and req.src_ip is None
+    assert req.args == [] and req.headers == []
+
+
+def test_absent_src_ip_is_none(codec):
+    assert codec.decode_http_req_call(req_call(path="/")).src_ip is None
+
+
+def test_16_byte_src_ip_is_read_whole(codec):
+    ip = bytes(range(1, 17))
+    src_ip = codec.decode_http_req_call(req_call(src_ip=ip)).src_ip
+    assert type(src_ip) is bytes and src_ip == ip
+
+
+def test_absent_path_is_none_and_empty_path_is_empty(codec):
+    assert codec.decode_http_req_call(req_call()).path is None
+    assert codec.decode_http_req_call(req_call(path="")).path == ""
+
+
+@pytest.mark.parametrize("method", range(len(METHODS)))
+def test_every_method_value_is_read(codec, method):
+    assert codec.decode_http_req_call(req_call(method=method)).method == method
+
+
+@pytest.mark.parametrize("method", [15, 128, 255])
+def test_method_above_trace_is_decode_error(codec, method):
+    with pytest.raises(DecodeError):
+        codec.decode_http_req_call(req_call(method=method))
+
+
+def test_bare_query_arg_has_no_value(codec):
+    assert codec.decode_http_req_call(req_call(args=[("flag", None)])).args == [("flag", None)]
+
+
+def test_empty_query_arg_value_is_empty_string(codec):
+    assert codec.decode_http_req_call(req_call(args=[("y", "")])).args == [("y", "")]
+
+
+def test_repeated_arg_and_header_names_keep_their_order(codec):
+    args = [("x", "1"), ("y", "a"), ("x", "2")]
+    headers = [("accept", "a"), ("cookie", "c1"), ("accept", "b"), ("cookie", "c2")]
+    req = codec.decode_http_req_call(req_call(args=args, headers=headers))
+    assert req.args == args and req.headers == headers
+
+
+@pytest.mark.parametrize("entries", [None, []])
+def test_absent_or_empty_entry_vectors_read_as_empty_list(codec, entries):
+    req = codec.decode_http_req_call(req_call(args=entries, headers=entries))
+    assert req.args == [] and req.headers == []
+
+
+def test_non_utf8_bytes_survive_as_surrogate_escapes(codec):
+    raw = b"\xff\xfe\xc3("
+    req = codec.decode_http_req_call(req_call(path=b"/p" + raw, headers=[(b"x-" + raw, raw)]))
+    assert req.path.encode("utf-8", "surrogateescape") == b"/p" + raw
+    (name, value), = req.headers
+    assert name.encode("utf-8", "surrogateescape") == b"x-" + raw
+    assert value.encode("utf-8", "surrogateescape") == raw
+
+
+def test_utf8_text_is_decoded(codec):
+    req = codec.decode_http_req_call(req_call(path="/caf\u00e9", headers=[("x", "\u2603")]))
+    assert req.path == "/caf\u00e9" and req.headers == [("x", "\u2603")]
+
+
+def test_text_entry_without_name_has_name_none(codec):
+    payload = fb_table(7, lambda b: fb_entries(b, [(None, "v"), ("n", None)]),
+                       lambda b, vector: b.PrependUOffsetTRelativeSlot(5, vector, 0))
+    assert codec.decode_http_req_call(payload).headers == [(None, "v"), ("n", None)]
+
+
+def test_string_needs_no_trailing_nul(codec):
+    payload = req_call(path="/abc")
+    # The path is the last object: dropping its NUL leaves every byte the reader needs.
+    assert payload.endswith(b"/abc\x00")
+    assert codec.decode_http_req_call(payload[:-1]).path == "/abc"
+    patched = bytearray(payload)
+    patched[-1] = ord("X")
+    assert codec.decode_http_req_call(bytes(patched)).path == "/abc"
+
+
+def test_unknown_extra_vtable_slots_are_ignored(codec):
+    def add(builder, _):
+        builder.PrependUint32Slot(0, 42, 0)
+        builder.PrependUint32Slot(6, 9, 0)
+        builder.PrependUint32Slot(10, 0xDEAD, 0)   # a field from a future schema
+
+    req = codec.decode_http_req_call(fb_table(11, fields=add))
+    assert (req.id, req.conf_token, req.headers) == (42, 9, [])
+
+
+def test_lazy_fields_are_decoded_once_and_cached(codec):
+    req = codec.decode_http_req_call(req_call(path="/", args=[("a", "b")], headers=[("h", "v")]))
+    assert req.headers is req.headers
+    assert req.args is req.args
+
+
+def test_corrupt_headers_raise_only_when_accessed(codec):
+    payload = req_call(path="/ok", args=[("a", "1")], headers=[("h", "v")])
+    vector = target(payload, root_field(payload, 5))
+    payload = patched_u32(payload, vector, 0x7FFFFFFF)
+    req = codec.decode_http_req_call(payload)
+    assert (req.id, req.conf_token, req.path, req.args) == (1, 2, "/ok", [("a", "1")])
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            req.headers
+
+
+def test_corrupt_path_raises_on_every_access_but_leaves_others_readable(codec):
+    payload = req_call(path="/ok", headers=[("h", "v")])
+    payload = patched_u32(payload, root_field(payload, 3), 0x7FFFFFF0)
+    req = codec.decode_http_req_call(payload)
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            req.path
+    assert req.headers == [("h", "v")]
+
+
+def test_decoded_request_ignores_later_changes_to_a_reused_buffer(codec):
+    data = bytearray(req_call(path="/keep", headers=[("h", "v")]))
+    req = codec.decode_http_req_call(data)
+    data[:] = bytes(len(data))
+    assert req.path == "/keep" and req.headers == [("h", "v")]
+
+
+def test_repr_names_the_message_and_its_id(codec):
+    text = repr(codec.decode_http_req_call(req_call(id=12345)))
+    assert "HTTPReqCallReq" in text and "12345" in text
+    text = repr(codec.decode_http_resp_call(resp_call(id=54321)))
+    assert "HTTPRespCallReq" in text and "54321" in text
+    text = repr(codec.decode_prepare_conf_req(payload_of(gateway.encode_prepare_conf_req(
+        [("p", "{}")], key="route#9"))))
+    assert "PrepareConfReq" in text and "route#9" in text
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_decoders_accept_any_bytes_like(codec, wrap):
+    payload = req_call(id=3, path="/w", headers=[("h", "v")])
+    req = codec.decode_http_req_call(wrap(payload))
+    assert (req.id, req.path, req.headers) == (3, "/w", [("h", "v")])
+    assert codec.decode_extra_info_resp(wrap(payload_of(
+        gateway.encode_extra_info_resp(b"r")))) == b"r"
+
+
+@pytest.mark.parametrize("payload", ["text", 12, None, [1, 2, 3, 4]])
+def test_decoders_reject_non_bytes_with_decode_error(codec, payload):
+    for decode in (codec.decode_prepare_conf_req, codec.decode_http_req_call,
+                   codec.decode_http_resp_call, codec.decode_extra_info_resp):
+        with pytest.raises(DecodeError):
+            decode(payload)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPRespCall.Req and ExtraInfo.Resp
+
+def test_http_resp_call_reads_every_field(codec):
+    headers = [("content-type", "text/html"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]
+    req = codec.decode_http_resp_call(resp_call(id=0, conf_token=U32_MAX, status=404,
+                                                headers=headers))
+    assert (req.id, req.conf_token, req.status) == (0, U32_MAX, 404)
+    assert req.headers == headers
+
+
+def test_http_resp_call_from_empty_table_reads_defaults(codec):
+    req = codec.decode_http_resp_call(empty_table())
+    assert (req.id, req.status, req.conf_token, req.headers) == (0, 0, 0, [])
+
+
+def test_http_resp_call_max_status(codec):
+    assert codec.decode_http_resp_call(resp_call(status=0xFFFF)).status == 0xFFFF
+
+
+def test_http_resp_call_corrupt_headers_raise_only_when_accessed(codec):
+    payload = resp_call(status=200, headers=[("h", "v")])
+    entry_slot = target(payload, root_field(payload, 2)) + 4
+    payload = patched_u32(payload, entry_slot, len(payload))
+    req = codec.decode_http_resp_call(payload)
+    assert req.status == 200
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            req.headers
+
+
+def test_extra_info_result_is_bytes(codec):
+    body = bytes(range(256))
+    assert codec.decode_extra_info_resp(payload_of(gateway.encode_extra_info_resp(body))) == body
+
+
+def test_extra_info_absent_result_is_none_and_empty_is_empty(codec):
+    assert codec.decode_extra_info_resp(payload_of(gateway.encode_extra_info_resp(None))) is None
+    assert codec.decode_extra_info_resp(payload_of(gateway.encode_extra_info_resp(b""))) == b""
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed input: DecodeError and nothing else
+
+@pytest.mark.parametrize("kind,payload", SAMPLES, ids=SAMPLE_IDS)
+def test_truncation_at_every_length_is_decode_error(codec, kind, payload):
+    whole = read_all(codec, kind, payload)
+    # Only trailing NULs and padding can go without losing a byte the reader checks.
+    needed = len(payload.rstrip(b"\x00"))
+    for length in range(len(payload)):
+        try:
+            got = read_all(codec, kind, payload[:length])
+        except DecodeError:
+            continue
+        assert length >= needed, "truncated to %d bytes but decoded" % length
+        assert got == whole
+
+
+@pytest.mark.parametrize("kind,payload", SAMPLES, ids=SAMPLE_IDS)
+def test_every_single_byte_change_is_decoded_or_decode_error(codec, kind, payload):
+    for index in range(len(payload)):
+        for value in (0x00, 0x01, 0x7F, 0x80, 0xFF):
+            data = bytearray(payload)
+            data[index] = value
+            try:
+                read_all(codec, kind, bytes(data))
+            except DecodeError:
+                pass
+
+
+@pytest.mark.parametrize("kind", ["prepare_conf", "http_req_call", "http_resp_call",
+                                  "extra_info_resp"])
+@fixture_ok
+@given(data=st.binary(max_size=96))
+def test_random_bytes_are_decoded_or_decode_error(codec, kind, data):
+    try:
+        read_all(codec, kind, data)
+    except DecodeError:
+        pass
+
+
+def test_root_offset_outside_the_buffer_is_decode_error(codec):
+    payload = req_call()
+    for root in (len(payload) - 3, len(payload), 0x7FFFFFFF, U32_MAX):
+        with pytest.raises(DecodeError):
+            codec.decode_http_req_call(patched_u32(payload, 0, root))
+
+
+def test_vtable_outside_the_buffer_is_decode_error(codec):
+    payload = req_call()
+    root = struct.unpack_from("<I", payload, 0)[0]
+    for soffset in (root + 1, -len(payload), 0x7FFFFFFF, -0x80000000):
+        data = bytearray(payload)
+        struct.pack_into("<i", data, root, soffset)
+        with pytest.raises(DecodeError):
+            codec.decode_http_req_call(bytes(data))
+
+
+def _vtable_of(payload):
+    root = struct.unpack_from("<I", payload, 0)[0]
+    return root, root - struct.unpack_from("<i", payload, root)[0]
+
+
+@pytest.mark.parametrize("vtsize", [0, 2, 5, 0xFFFE])
+def test_bad_vtable_size_is_decode_error(codec, vtsize):
+    payload = bytearray(req_call())
+    _, vt = _vtable_of(payload)
+    struct.pack_into("<H", payload, vt, vtsize)
+    with pytest.raises(DecodeError):
+        codec.decode_http_req_call(bytes(payload))
+
+
+@pytest.mark.parametrize("tblsize", [0, 3, 0xFFFF])
+def test_bad_table_size_is_decode_error(codec, tblsize):
+    payload = bytearray(req_call())
+    _, vt = _vtable_of(payload)
+    struct.pack_into("<H", payload, vt + 2, tblsize)
+    with pytest.raises(DecodeError):
+        codec.decode_http_req_call(bytes(payload))
+
+
+def test_scalar_field_beyond_the_table_inline_size_is_decode_error(codec):
+    payload = bytearray(req_call())
+    _, vt = _vtable_of(payload)
+    tblsize = struct.unpack_from("<H", payload, vt + 2)[0]
+    struct.pack_into("<H", payload, vt + 4, tblsize - 3)   # id: 4 bytes, only 3 left
+    with pytest.raises(DecodeError):
+        codec.decode_http_req_call(bytes(payload))
+
+
+def test_offset_field_beyond_the_table_inline_size_raises_on_access(codec):
+    payload = bytearray(req_call(path="/p"))
+    _, vt = _vtable_of(payload)
+    tblsize = struct.unpack_from("<H", payload, vt + 2)[0]
+    struct.pack_into("<H", payload, vt + 4 + 2 * 3, tblsize - 2)
+    req = codec.decode_http_req_call(bytes(payload))
+    with pytest.raises(DecodeError):
+        req.path
+
+
+@pytest.mark.parametrize("slot,attr", [(1, "src_ip"), (3, "path"), (4, "args"), (5, "headers")])
+@pytest.mark.parametrize("offset", [0x7FFFFFFF, U32_MAX, 0])
+def test_offset_pointing_outside_or_at_itself_is_decode_error(codec, slot, attr, offset):
+    payload = req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
+    req = codec.decode_http_req_call(patched_u32(payload, root_field(payload, slot), offset))
+    with pytest.raises(DecodeError):
+        getattr(req, attr)
+
+
+@pytest.mark.parametrize("slot,attr", [(1, "src_ip"), (3, "path"), (4, "args"), (5, "headers")])
+@pytest.mark.parametrize("length", [0x7FFFFFFF, 0x80000000, U32_MAX, 0x40000000])
+def test_vector_length_beyond_the_buffer_is_decode_error(codec, slot, attr, length):
+    payload = req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
+    vector = target(payload, root_field(payload, slot))
+    req = codec.decode_http_req_call(patched_u32(payload, vector, length))
+    with pytest.raises(DecodeError):
+        getattr(req, attr)
+
+
+@pytest.mark.parametrize("which", ["element", "name", "value"])
+def test_entry_offsets_pointing_outside_are_decode_error(codec, which):
+    payload = req_call(headers=[("h", "v")])
+    element = target(payload, root_field(payload, 5)) + 4
+    if which != "element":
+        entry = target(payload, element)
+        entry_table = Table(bytearray(payload), entry)
+        element = entry + entry_table.Offset(4 if which == "name" else 6)
+    req = codec.decode_http_req_call(patched_u32(payload, element, 0x7FFFFFF0))
+    with pytest.raises(DecodeError):
+        req.headers
+
+
+def test_extra_info_result_length_beyond_the_buffer_is_decode_error(codec):
+    payload = payload_of(gateway.encode_extra_info_resp(b"abc"))
+    vector = target(payload, root_field(payload, 0))
+    with pytest.raises(DecodeError):
+        codec.decode_extra_info_resp(patched_u32(payload, vector, 0x7FFFFFFF))
+
+
+def test_prepare_conf_corrupt_entry_is_decode_error_at_once(codec):
+    payload = payload_of(gateway.encode_prepare_conf_req([("p", "{}")], key="k"))
+    element = target(payload, root_field(payload, 0)) + 4
+    with pytest.raises(DecodeError):
+        codec.decode_prepare_conf_req(patched_u32(payload, element, U32_MAX))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers, read back by the gateway side
+
+def test_err_frame_carries_each_code(codec):
+    for code in (0, 1, 2):
+        assert gateway.decode_err(payload_of(codec.encode_err(code), RPC_ERR)) == code
+
+
+def test_prepare_conf_resp_carries_the_token(codec):
+    for token in (0, 1, U32_MAX):
+        frame = codec.encode_prepare_conf_resp(token)
+        assert gateway.decode_prepare_conf_resp(payload_of(frame, RPC_PREPARE_CONF)) == token
+
+
+@pytest.mark.parametrize("id", [0, 1, U32_MAX])
+def test_no_action_answers_the_id_with_action_none(codec, id):
+    resp = gateway.decode_http_req_call_resp(payload_of(codec.encode_no_action(id),
+                                                        RPC_HTTP_REQ_CALL))
+    assert resp == (id, ACTION_NONE, None, None)
+
+
+def test_stop_carries_status_headers_and_body(codec):
+    headers = [("x-a", "1"), ("set-cookie", "a"), ("set-cookie", "b"), ("x-none", None)]
+    frame = codec.encode_stop(0, 403, headers, b"denied\x00\xff")
+    resp = gateway.decode_http_req_call_resp(payload_of(frame, RPC_HTTP_REQ_CALL))
+    assert (resp.id, resp.action_type, resp.rewrite) == (0, ACTION_STOP, None)
+    assert resp.stop == (403, headers, b"denied\x00\xff")
+
+
+def test_stop_none_fields_are_absent_and_empty_ones_are_empty(codec):
+    stop = gateway.decode_http_req_call_resp(payload_of(codec.encode_stop(5, 0, None, None))).stop
+    assert stop == (0, None, None)
+    stop = gateway.decode_http_req_call_resp(payload_of(codec.encode_stop(5, 200, [], b""))).stop
+    assert stop == (200, [], b"")
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_bodies_accept_any_bytes_like(codec, wrap):
+    stop = gateway.decode_http_req_call_resp(payload_of(
+        codec.encode_stop(1, 200, None, wrap(b"abc")))).stop
+    assert stop.body == b"abc"
+
+
+def test_rewrite_carries_every_change(codec):
+    frame = codec.encode_rewrite(7, "/new", [("x-add", "1"), ("x-del", None)],
+                                 [("q", "v"), ("q", "w"), ("gone", None)],
+                                 [("x-resp", "r")], b"new body")
+    resp = gateway.decode_http_req_call_resp(payload_of(frame, RPC_HTTP_REQ_CALL))
+    assert (resp.id, resp.action_type, resp.stop) == (7, ACTION_REWRITE, None)
+    assert resp.rewrite == ("/new", [("x-add", "1"), ("x-del", None)],
+                            [("q", "v"), ("q", "w"), ("gone", None)], [("x-resp", "r")],
+                            b"new body")
+
+
+def test_rewrite_none_fields_are_absent_and_empty_ones_are_empty(codec):
+    absent = gateway.decode_http_req_call_resp(payload_of(
+        codec.encode_rewrite(1, None, None, None, None, None))).rewrite
+    assert absent == (None, None, None, None, None)
+    empty = gateway.decode_http_req_call_resp(payload_of(
+        codec.encode_rewrite(1, "", [], [], [], b""))).rewrite
+    assert empty == ("", [], [], [], b"")
+
+
+def test_writers_take_bytes_names_and_surrogate_escaped_text(codec):
+    frame = codec.encode_rewrite(1, b"/b\xff", [(b"x-raw", b"\xfe")],
+                                 [("k\udcff", "v\udcfe")], None, None)
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite.path == "/b\udcff"
+    assert rewrite.headers == [("x-raw", "\udcfe")]
+    assert rewrite.args == [("k\udcff", "v\udcfe")]
+
+
+def test_entry_lists_accept_any_iterable_of_pairs(codec):
+    pairs = (pair for pair in [["a", "1"], ("b", None)])
+    stop = gateway.decode_http_req_call_resp(payload_of(codec.encode_stop(1, 200, pairs,
+                                                                          None))).stop
+    assert stop.headers == [("a", "1"), ("b", None)]
+
+
+def test_http_resp_call_resp_carries_status_headers_and_body(codec):
+    frame = codec.encode_http_resp_call_resp(0, 201, [("a", "1"), ("a", "2")], b"x")
+    resp = gateway.decode_http_resp_call_resp(payload_of(frame, RPC_HTTP_RESP_CALL))
+    assert resp == (0, 201, [("a", "1"), ("a", "2")], b"x")
+
+
+def test_http_resp_call_resp_with_nothing_set_has_nothing(codec):
+    resp = gateway.decode_http_resp_call_resp(payload_of(
+        codec.encode_http_resp_call_resp(9, 0, None, None)))
+    assert resp == (9, 0, None, None)
+    resp = gateway.decode_http_resp_call_resp(payload_of(
+        codec.encode_http_resp_call_resp(9, 0, [], b"")))
+    assert resp == (9, 0, [], b"")
+
+
+def test_extra_info_requests_name_what_they_ask_for(codec):
+    read = gateway.decode_extra_info_req
+    assert read(payload_of(codec.encode_extra_info_var("remote_addr"), RPC_EXTRA_INFO)) == (
+        INFO_VAR, "remote_addr")
+    assert read(payload_of(codec.encode_extra_info_var(b"arg_\xff"))) == (INFO_VAR, "arg_\udcff")
+    assert read(payload_of(codec.encode_extra_info_req_body(), RPC_EXTRA_INFO)) == (
+        INFO_REQ_BODY, None)
+    assert read(payload_of(codec.encode_extra_info_resp_body(), RPC_EXTRA_INFO)) == (
+        INFO_RESP_BODY, None)
+
+
+def test_payload_of_exactly_max_size_is_written_and_one_more_byte_is_not(codec):
+    overhead = len(codec.encode_stop(1, 200, None, b"")) - 4
+    body = bytes(MAX_PAYLOAD - overhead)
+    frame = codec.encode_stop(1, 200, None, body)
+    assert len(frame) == 4 + MAX_PAYLOAD
+    assert gateway.decode_http_req_call_resp(payload_of(frame)).stop.body == body
+    with pytest.raises(EncodeError):
+        codec.encode_stop(1, 200, None, body + b"x")
+
+
+def test_payload_over_max_size_is_encode_error_for_every_big_field(codec):
+    big = bytes(MAX_PAYLOAD)
+    with pytest.raises(EncodeError):
+        codec.encode_http_resp_call_resp(1, 200, None, big)
+    with pytest.raises(EncodeError):
+        codec.encode_rewrite(1, big, None, None, None, None)
+    with pytest.raises(EncodeError):
+        codec.encode_rewrite(1, None, [("h", big)], None, None, None)
+    with pytest.raises(EncodeError):
+        codec.encode_http_resp_call_resp(1, 0, [("h", "v" * 8)] * (MAX_PAYLOAD // 16), None)
+
+
+BAD_WRITES = {
+    "err-code-3": lambda c: c.encode_err(3),
+    "err-code-negative": lambda c: c.encode_err(-1),
+    "err-code-str": lambda c: c.encode_err("0"),
+    "conf-token-2**32": lambda c: c.encode_prepare_conf_resp(U32_MAX + 1),
+    "conf-token-negative": lambda c: c.encode_prepare_conf_resp(-1),
+    "conf-token-float": lambda c: c.encode_prepare_conf_resp(1.0),
+    "id-2**32": lambda c: c.encode_no_action(U32_MAX + 1),
+    "id-none": lambda c: c.encode_no_action(None),
+    "id-negative": lambda c: c.encode_rewrite(-1, None, None, None, None, None),
+    "status-65536": lambda c: c.encode_stop(1, 0x10000, None, None),
+    "status-negative": lambda c: c.encode_stop(1, -1, None, None),
+    "resp-status-70000": lambda c: c.encode_http_resp_call_resp(1, 70000, None, None),
+    "stop-body-str": lambda c: c.encode_stop(1, 200, None, "text body"),
+    "stop-body-int": lambda c: c.encode_stop(1, 200, None, 12),
+    "rewrite-body-str": lambda c: c.encode_rewrite(1, None, None, None, None, "body"),
+    "resp-body-str": lambda c: c.encode_http_resp_call_resp(1, 200, None, "body"),
+    "headers-int": lambda c: c.encode_stop(1, 200, 5, None),
+    "headers-str": lambda c: c.encode_stop(1, 200, "ab", None),
+    "headers-dict": lambda c: c.encode_stop(1, 200, {"a": "b"}, None),
+    "entry-is-2-char-str": lambda c: c.encode_stop(1, 200, ["ab"], None),
+    "entry-of-3": lambda c: c.encode_stop(1, 200, [("a", "b", "c")], None),
+    "entry-name-none": lambda c: c.encode_stop(1, 200, [(None, "v")], None),
+    "entry-name-int": lambda c: c.encode_stop(1, 200, [(1, "v")], None),
+    "entry-value-int": lambda c: c.encode_stop(1, 200, [("n", 1)], None),
+    "path-int": lambda c: c.encode_rewrite(1, 5, None, None, None, None),
+    "path-lone-surrogate": lambda c: c.encode_rewrite(1, "\ud800", None, None, None, None),
+    "var-name-none": lambda c: c.encode_extra_info_var(None),
+    "var-name-int": lambda c: c.encode_extra_info_var(3),
+}
+
+
+@pytest.mark.parametrize("call", BAD_WRITES.values(), ids=BAD_WRITES.keys())
+def test_wrong_types_and_out_of_range_values_are_encode_error(codec, call):
+    with pytest.raises(EncodeError):
+        call(codec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips over arbitrary values
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.binary(max_size=12)
+entries = st.lists(st.tuples(text, st.none() | text), max_size=6)
+
+
+def as_str(value):
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def as_strs(pairs):
+    return [(as_str(name), as_str(value)) for name, value in pairs]
+
+
+@fixture_ok
+@given(id=st.integers(0, U32_MAX), method=st.integers(0, 14), path=st.none() | text,
+       src_ip=st.none() | st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16),
+       args=entries, headers=entries)
+def test_any_http_req_call_round_trips(codec, id, method, path, src_ip, args, headers):
+    req = codec.decode_http_req_call(req_call(id=id, method=method, path=path, src_ip=src_ip,
+                                              args=args, headers=headers))
+    assert (req.id, req.method, req.path, req.src_ip) == (id, method, as_str(path), src_ip)
+    assert req.args == as_strs(args) and req.headers == as_strs(headers)
+
+
+@fixture_ok
+@given(id=st.integers(0, U32_MAX), path=st.none() | text, headers=st.none() | entries,
+       args=st.none() | entries, resp_headers=st.none() | entries,
+       body=st.none() | st.binary(max_size=40))
+def test_any_rewrite_round_trips(codec, id, path, headers, args, resp_headers, body):
+    frame = codec.encode_rewrite(id, path, headers, args, resp_headers, body)
+    resp = gateway.decode_http_req_call_resp(payload_of(frame, RPC_HTTP_REQ_CALL))
+    maybe = lambda pairs: None if pairs is None else as_strs(pairs)  # noqa: E731
+    assert resp.id == id
+    assert resp.rewrite == (as_str(path), maybe(headers), maybe(args), maybe(resp_headers), body)
