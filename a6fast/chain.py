@@ -1,0 +1,115 @@
+"""A prepared conf: the plugins of one PrepareConf, each with its parsed conf, run per call.
+
+Hooks and how each runs were resolved when the plugins were loaded; the conf was parsed once at
+prepare time.  A phase whose hooks are all inline runs as a plain loop (no coroutine, no task,
+no thread); otherwise a coroutine drives it and the answer may come back as a Future.
+"""
+from .codec import encode_http_resp_call_resp, encode_no_action
+from .futures import run, run_blocking
+from .http import Request, Response
+from .plugin import ASYNC, INLINE
+
+__all__ = ["Chain"]
+
+
+def _blame(exc, name):
+    # Free on success (zero-cost try in 3.11); on failure the server's log says which plugin.
+    exc.add_note("a6fast: raised by plugin %r" % name)
+
+
+def _returned(value, name):
+    """An inline hook returned something: an awaitable means it should have been async."""
+    if hasattr(value, "__await__"):
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("inline hook of plugin %r returned an awaitable; declare it "
+                        "'async def' so that it runs on the loop as a coroutine" % name)
+
+
+class Chain:
+    """The plugins of one conf, in execution order; the server calls ``call_request`` /
+    ``call_response`` for each HTTPReqCall / HTTPRespCall that carries its conf_token."""
+
+    __slots__ = ("key", "names", "_req_steps", "_req_inline", "_resp_steps", "_resp_inline")
+
+    def __init__(self, steps, key=None):
+        """``steps``: ``(PluginSpec, parsed conf)`` in execution order."""
+        self.key = key
+        self.names = tuple(spec.name for spec, _ in steps)
+        req = [(spec.request_hook, spec.request_mode, conf, spec.name)
+               for spec, conf in steps if spec.request_hook is not None]
+        resp = [(spec.response_hook, spec.response_mode, conf, spec.name)
+                for spec, conf in steps if spec.response_hook is not None]
+        self._req_inline = all(mode == INLINE for _, mode, _, _ in req)
+        self._resp_inline = all(mode == INLINE for _, mode, _, _ in resp)
+        self._req_steps = tuple(req)
+        self._resp_steps = tuple(resp)
+
+    def call_request(self, req, ctx):
+        """Run the request phase for ``req`` (HTTPReqCallReq): the answer frame, or a Future of
+        it.  A plugin's failure is raised (or set on the Future), never answered as success."""
+        steps = self._req_steps
+        if not steps:
+            return encode_no_action(req.id)
+        request = Request(req, ctx)
+        if self._req_inline:
+            name = None
+            try:
+                for hook, _, conf, name in steps:
+                    result = hook(request, conf)
+                    if result is not None:
+                        _returned(result, name)
+                    if request._stop is not None:
+                        break
+            except Exception as exc:
+                _blame(exc, name)
+                raise
+            return request._answer()
+        return run(_drive(request, steps))
+
+    def call_response(self, req, ctx):
+        """Run the response phase for ``req`` (HTTPRespCallReq); every plugin runs, in order."""
+        steps = self._resp_steps
+        if not steps:
+            return encode_http_resp_call_resp(req.id, 0, None, None)
+        response = Response(req, ctx)
+        if self._resp_inline:
+            name = None
+            try:
+                for hook, _, conf, name in steps:
+                    result = hook(response, conf)
+                    if result is not None:
+                        _returned(result, name)
+            except Exception as exc:
+                _blame(exc, name)
+                raise
+            return response._answer()
+        return run(_drive(response, steps))
+
+    def __len__(self):
+        return len(self.names)
+
+    def __repr__(self):
+        return "<Chain key=%r plugins=%r>" % (self.key, self.names)
+
+
+async def _drive(call, steps):
+    """A phase with async or threaded hooks: each awaited in turn, then the answer."""
+    name = None
+    try:
+        for hook, mode, conf, name in steps:
+            if mode == INLINE:
+                result = hook(call, conf)
+                if result is not None:
+                    _returned(result, name)
+            elif mode == ASYNC:
+                await hook(call, conf)
+            else:
+                await run_blocking(hook, call, conf)
+            if call._stop is not None:
+                break
+    except Exception as exc:
+        _blame(exc, name)
+        raise
+    return call._answer()

@@ -1,0 +1,516 @@
+"""What plugin hooks receive: ``Request`` (HTTPReqCall) and ``Response`` (HTTPRespCall).
+
+Both wrap the decoded codec object and build nothing until it is used: a plugin that reads only
+the path never touches the headers.  Changes are recorded as made and turned into the answer
+frame once the chain is done.  One object serves one call on one thread at a time (the loop, or
+the worker running a plain ``def`` hook), so nothing here locks.
+"""
+from socket import AF_INET, AF_INET6, inet_ntop
+from threading import get_ident
+from typing import Iterator, List, Optional, Tuple, Union
+
+from .codec import (encode_http_resp_call_resp, encode_no_action, encode_rewrite,
+                    encode_stop)
+from .protocol import INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR, METHODS
+
+__all__ = ["Request", "Response", "Headers", "Args"]
+
+_UNSET = object()
+_BODY = object()  # the body's key in the per-call ExtraInfo cache
+
+Pairs = Union[dict, List[Tuple[str, Optional[str]]]]
+
+
+class Entries:
+    """A read-only multi-valued view of headers or args, reflecting this call's changes.
+
+    ``v[name]`` is the first value (KeyError if absent), ``get(name, default)``,
+    ``getall(name)`` every value (``[]`` if absent), ``name in v``, ``len(v)`` (number of
+    values), iteration over names (repeated for multi-valued ones) and ``items()`` (all pairs).
+    """
+
+    __slots__ = ("_src", "_attr", "_index", "_changes")
+
+    def __init__(self, src, attr):
+        # The codec object's list is fetched (and decoded) on the first read only.
+        self._src = src
+        self._attr = attr
+        self._index = None
+        self._changes = None  # key -> (name as given, [values]); [] means deleted
+
+    # reading ------------------------------------------------------------------------------------
+    def _key(self, name):
+        return name
+
+    def _original(self):
+        return getattr(self._src, self._attr)
+
+    def _orig_index(self):
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            key = self._key
+            for name, value in self._original():
+                k = key(name)
+                values = index.get(k)
+                if values is None:
+                    index[k] = [value]
+                else:
+                    values.append(value)
+        return index
+
+    def _values(self, name):
+        k = self._key(name)
+        changes = self._changes
+        if changes is not None:
+            change = changes.get(k)
+            if change is not None:
+                return change[1]
+        return self._orig_index().get(k, ())
+
+    def __getitem__(self, name: str) -> Optional[str]:
+        values = self._values(name)
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def get(self, name: str, default=None) -> Optional[str]:
+        """The first value of ``name``, or ``default`` when absent."""
+        values = self._values(name)
+        return values[0] if values else default
+
+    def getall(self, name: str) -> List[Optional[str]]:
+        """Every value of ``name`` in order; ``[]`` when absent."""
+        return list(self._values(name))
+
+    def __contains__(self, name) -> bool:
+        return bool(self._values(name))
+
+    def items(self) -> List[Tuple[str, Optional[str]]]:
+        """All ``(name, value)`` pairs: the untouched originals, then the changed names."""
+        changes = self._changes
+        if not changes:
+            return [(name, value) for name, value in self._original()]
+        key = self._key
+        pairs = [(name, value) for name, value in self._original() if key(name) not in changes]
+        for name, values in changes.values():
+            for value in values:
+                pairs.append((name, value))
+        return pairs
+
+    def keys(self) -> List[str]:
+        return [name for name, _ in self.items()]
+
+    def values(self) -> List[Optional[str]]:
+        return [value for _, value in self.items()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __repr__(self):
+        return "<%s %r>" % (type(self).__name__, self.items())
+
+    # changing (through Request/Response methods) --------------------------------------------------
+    def _change(self, name, values):
+        changes = self._changes
+        if changes is None:
+            changes = self._changes = {}
+        changes[self._key(name)] = (name, values)
+
+    def _set(self, name, value):
+        _check_name(name)
+        if value is None:
+            self._change(name, [])
+        else:
+            self._change(name, [_check_value(value)])
+
+    def _add(self, name, value):
+        _check_name(name)
+        self._change(name, list(self._values(name)) + [_check_value(value)])
+
+    def _delete(self, name):
+        _check_name(name)
+        self._change(name, [])
+
+    def _rewrite_entries(self):
+        """Rewrite's entries for the touched names: their final values, or (name, None)."""
+        changes = self._changes
+        if not changes:
+            return None
+        entries = []
+        for name, values in changes.values():
+            if not values:
+                entries.append((name, None))
+            elif len(values) == 1:
+                entries.append((name, values[0]))
+            else:
+                # A valueless entry would delete: a bare original ?flag kept beside new
+                # values is sent as empty.
+                for value in values:
+                    entries.append((name, "" if value is None else value))
+        return entries
+
+
+class Headers(Entries):
+    """Headers: names are case-insensitive."""
+
+    __slots__ = ()
+
+    def _key(self, name):
+        return name.lower()
+
+
+class Args(Entries):
+    """Query args: names are case-sensitive; a bare ``?flag`` has value None, ``?y=`` has ""."""
+
+    __slots__ = ()
+
+
+def _check_name(name):
+    if type(name) is not str or not name:
+        raise TypeError("a header/arg name must be a non-empty str, not %r" % (name,))
+
+
+def _check_value(value):
+    if type(value) is not str:
+        if isinstance(value, str):
+            return str(value)
+        raise TypeError("a header/arg value must be a str, not %s" % type(value).__name__)
+    return value
+
+
+def _check_status(status):
+    if type(status) is not int or not 0 <= status <= 0xFFFF:
+        raise ValueError("status must be an int in 0..65535, not %r" % (status,))
+    return status
+
+
+def _as_bytes(body):
+    if type(body) is bytes:
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError("a body must be str or bytes, not %s" % type(body).__name__)
+
+
+def _as_pairs(headers):
+    """Stop/response headers as pairs: a dict (list values repeat the name) or pairs as is."""
+    if headers is None or type(headers) is tuple or type(headers) is list:
+        return headers
+    if isinstance(headers, dict):
+        pairs = []
+        for name, value in headers.items():
+            if isinstance(value, (list, tuple)):
+                for item in value:
+                    pairs.append((name, item))
+            else:
+                pairs.append((name, value))
+        return pairs
+    return list(headers)
+
+
+class _Call:
+    """What both phases share: the codec object, the call's context, cached ExtraInfo."""
+
+    # _thread is the loop's (calls start there): the blocking getters refuse to run on it.
+    __slots__ = ("_req", "_ctx", "_thread", "_cache")
+
+    @property
+    def id(self) -> int:
+        """The call's id (0 is a legal id)."""
+        return self._req.id
+
+    @property
+    def conf_token(self) -> int:
+        return self._req.conf_token
+
+    async def _extra(self, info_type, key, name):
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        elif key in cache:
+            return cache[key]
+        raw = await self._ctx.extra_info(info_type, name)
+        cache[key] = raw
+        return raw
+
+    def _extra_blocking(self, info_type, key, name, what):
+        if get_ident() == self._thread:
+            raise RuntimeError(
+                "%s() waits for the gateway and would stall every call on the loop: use "
+                "'await %s' in an async def hook, or a plain def hook (which runs in a worker "
+                "thread)" % (what, "request.var(name)" if info_type == INFO_VAR else "request.body()"))
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        elif key in cache:
+            return cache[key]
+        raw = self._ctx.extra_info_blocking(info_type, name)
+        cache[key] = raw
+        return raw
+
+    async def var(self, name: str) -> Optional[str]:
+        """A gateway variable (``remote_addr``, ``route_id``, ``http_x`` ...); None if unknown.
+
+        Asks the gateway once per call and name (ExtraInfo); await it in an async def hook.
+        """
+        raw = await self._extra(INFO_VAR, name, name)
+        return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+    def get_var(self, name: str) -> Optional[str]:
+        """``var()`` for plain def hooks (worker threads): blocks until the gateway answers."""
+        raw = self._extra_blocking(INFO_VAR, name, name, "get_var")
+        return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
+class Request(_Call):
+    """The proxied request, in the request phase (HTTPReqCall).
+
+    Read: ``id``, ``conf_token``, ``method``, ``path``, ``src_ip``, ``headers``, ``args`` (views
+    showing this call's changes so far, from earlier plugins too).  Act: ``stop()`` answers the
+    client and ends the chain; ``set_path``/``set_header``/``set_arg``/``set_resp_header``/
+    ``set_body`` (and friends) rewrite the request before it is proxied.
+    """
+
+    __slots__ = ("_headers", "_args", "_path", "_stop", "_resp_headers", "_body")
+
+    def __init__(self, req, ctx):
+        self._req = req
+        self._ctx = ctx
+        self._thread = get_ident()
+        self._cache = None
+        self._headers = None
+        self._args = None
+        self._path = None
+        self._stop = None
+        self._resp_headers = None
+        self._body = None
+
+    # reading ------------------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        """The HTTP method, e.g. "GET"."""
+        return METHODS[self._req.method]
+
+    @property
+    def path(self) -> Optional[str]:
+        """The path without its query (as rewritten by ``set_path`` if it was)."""
+        path = self._path
+        return self._req.path if path is None else path
+
+    @property
+    def src_ip(self) -> Optional[str]:
+        """The client address as text ("10.0.0.7", "::1"); None when absent."""
+        ip = self._req.src_ip
+        if ip is None:
+            return None
+        size = len(ip)
+        if size == 4:
+            return inet_ntop(AF_INET, ip)
+        if size == 16:
+            return inet_ntop(AF_INET6, ip)
+        return None
+
+    @property
+    def headers(self) -> Headers:
+        """Request headers (case-insensitive names), with this call's changes."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(self._req, "headers")
+        return headers
+
+    @property
+    def args(self) -> Args:
+        """Query args (case-sensitive names), with this call's changes."""
+        args = self._args
+        if args is None:
+            args = self._args = Args(self._req, "args")
+        return args
+
+    async def body(self) -> Optional[bytes]:
+        """The request body as sent (never decoded); None when empty.  Asked once per call."""
+        return await self._extra(INFO_REQ_BODY, _BODY, None)
+
+    def get_body(self) -> Optional[bytes]:
+        """``body()`` for plain def hooks (worker threads): blocks until the gateway answers."""
+        return self._extra_blocking(INFO_REQ_BODY, _BODY, None, "get_body")
+
+    @property
+    def stopped(self) -> bool:
+        """True once a plugin called ``stop()``."""
+        return self._stop is not None
+
+    # acting -------------------------------------------------------------------------------------
+    def stop(self, status: int = 200, headers: Optional[Pairs] = None,
+             body: Union[str, bytes, None] = None) -> None:
+        """Answer the client now; later plugins do not run and no rewrite is applied.
+
+        ``headers``: a dict (a list value repeats the name) or ``(name, value)`` pairs.
+        ``body``: bytes, or str sent as UTF-8.  Return from the hook after calling it.
+        """
+        # The checks inline: stop() is on the hot path of every denying plugin.
+        if type(status) is not int or not 0 <= status <= 0xFFFF:
+            _check_status(status)
+        if headers is not None and type(headers) is not tuple and type(headers) is not list:
+            headers = _as_pairs(headers)
+        if body is not None and type(body) is not bytes:
+            body = _as_bytes(body)
+        self._stop = (status, headers, body)
+
+    def set_path(self, path: str) -> None:
+        """Proxy to ``path`` instead (the query is kept)."""
+        if type(path) is not str or not path.startswith("/"):
+            raise ValueError("a path must be a str starting with '/', not %r" % (path,))
+        self._path = path
+
+    def set_header(self, name: str, value: Optional[str]) -> None:
+        """Set request header ``name`` to this single value; None deletes it."""
+        self.headers._set(name, value)
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a value to request header ``name``, keeping the ones it has."""
+        self.headers._add(name, value)
+
+    def del_header(self, name: str) -> None:
+        """Delete request header ``name``."""
+        self.headers._delete(name)
+
+    def set_arg(self, name: str, value: Optional[str]) -> None:
+        """Set query arg ``name`` to this single value; None deletes it."""
+        self.args._set(name, value)
+
+    def add_arg(self, name: str, value: str) -> None:
+        """Add a value to query arg ``name``."""
+        self.args._add(name, value)
+
+    def del_arg(self, name: str) -> None:
+        """Delete query arg ``name``."""
+        self.args._delete(name)
+
+    def set_resp_header(self, name: str, value: Optional[str]) -> None:
+        """Set a header on the response the client will get (replacing earlier ones here)."""
+        _check_name(name)
+        if value is not None:
+            _check_value(value)
+        entries = self._resp_headers
+        if entries is None:
+            entries = self._resp_headers = []
+        else:
+            lname = name.lower()
+            entries[:] = [e for e in entries if e[0].lower() != lname]
+        entries.append((name, value))
+
+    def add_resp_header(self, name: str, value: str) -> None:
+        """Add a header value on the response the client will get."""
+        _check_name(name)
+        _check_value(value)
+        if self._resp_headers is None:
+            self._resp_headers = []
+        self._resp_headers.append((name, value))
+
+    def set_body(self, body: Union[str, bytes]) -> None:
+        """Replace the request body sent upstream (str is sent as UTF-8)."""
+        self._body = _as_bytes(body)
+
+    # the answer ---------------------------------------------------------------------------------
+    def _answer(self):
+        """The HTTPReqCall.Resp frame: Stop, Rewrite of the changes, or no action."""
+        stop = self._stop
+        if stop is not None:
+            return encode_stop(self._req.id, stop[0], stop[1], stop[2])
+        headers = self._headers
+        args = self._args
+        headers = None if headers is None else headers._rewrite_entries()
+        args = None if args is None else args._rewrite_entries()
+        if (headers is None and args is None and self._path is None and self._body is None
+                and self._resp_headers is None):
+            return encode_no_action(self._req.id)
+        return encode_rewrite(self._req.id, self._path, headers, args, self._resp_headers,
+                              self._body)
+
+    def __repr__(self):
+        return "<Request id=%d %s %s>" % (self.id, self.method, self.path)
+
+
+class Response(_Call):
+    """The upstream's response, in the response phase (HTTPRespCall).
+
+    Read: ``id``, ``conf_token``, ``status``, ``headers`` (with changes).  Act: ``set_status``,
+    ``set_header``/``add_header``/``del_header``, ``set_body``.  Every plugin of the chain runs.
+    """
+
+    __slots__ = ("_headers", "_status", "_body")
+    _stop = None  # the response phase has no stop: the chain always runs to its end
+
+    def __init__(self, req, ctx):
+        self._req = req
+        self._ctx = ctx
+        self._thread = get_ident()
+        self._cache = None
+        self._headers = None
+        self._status = None
+        self._body = None
+
+    @property
+    def status(self) -> int:
+        """The response status (the upstream's, or as set by ``set_status``)."""
+        status = self._status
+        return self._req.status if status is None else status
+
+    @property
+    def headers(self) -> Headers:
+        """Response headers (case-insensitive names), with this call's changes."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(self._req, "headers")
+        return headers
+
+    async def body(self) -> Optional[bytes]:
+        """The upstream response body (never decoded); None when empty.  Asked once per call."""
+        return await self._extra(INFO_RESP_BODY, _BODY, None)
+
+    def get_body(self) -> Optional[bytes]:
+        """``body()`` for plain def hooks (worker threads): blocks until the gateway answers."""
+        return self._extra_blocking(INFO_RESP_BODY, _BODY, None, "get_body")
+
+    def set_status(self, status: int) -> None:
+        """Send the client this status instead."""
+        if _check_status(status) == 0:
+            raise ValueError("status 0 means 'unchanged'; set a real status")
+        self._status = status
+
+    def set_header(self, name: str, value: Optional[str]) -> None:
+        """Set response header ``name`` to this single value; None deletes it."""
+        self.headers._set(name, value)
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a value to response header ``name``."""
+        self.headers._add(name, value)
+
+    def del_header(self, name: str) -> None:
+        """Delete response header ``name``."""
+        self.headers._delete(name)
+
+    def set_body(self, body: Union[str, bytes]) -> None:
+        """Replace the response body (str is sent as UTF-8)."""
+        self._body = _as_bytes(body)
+
+    def _answer(self):
+        """The HTTPRespCall.Resp frame.  Changed headers go as the whole merged set, because the
+        gateway then sets only the headers it is sent."""
+        headers = self._headers
+        if headers is not None and headers._changes:
+            headers = headers.items()
+        else:
+            headers = None
+        status = self._status
+        return encode_http_resp_call_resp(self._req.id, 0 if status is None else status,
+                                          headers, self._body)
+
+    def __repr__(self):
+        return "<Response id=%d status=%d>" % (self.id, self.status)
