@@ -1,0 +1,934 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, overflowcheck=False, auto_pickle=False
+"""The compiled codec: the API and behaviour documented in ``a6fast.codec``, byte for byte and
+error for error the same as its pure twin ``a6fast._codec_py`` (whose docstring gives the layout).
+
+Reads check every offset against the payload before following it, in 64-bit arithmetic so that
+no length near 2**32 can wrap.  Writers run one layout function twice: once measuring, once
+filling a single ``bytes`` allocated at the measured size.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact,
+                            PyBytes_FromStringAndSize, PyBytes_GET_SIZE)
+from cpython.list cimport PyList_Check
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.number cimport PyNumber_Index
+from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact
+from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicode_CheckExact,
+                              PyUnicode_DecodeUTF8)
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.string cimport memcpy, memset
+
+from .errors import DecodeError, EncodeError
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+    const char* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PySequence_Fast(object o, const char* message)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
+
+cdef extern from *:
+    ctypedef struct PyObject
+
+cdef enum:
+    MAX_PAYLOAD = 0xFFFFFF
+    METHOD_MAX = 14       # A6.Method TRACE
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+# Little-endian reads composed from bytes: right on any host, and gcc folds each into one load.
+cdef inline uint32_t _u16(const uint8_t* p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8)
+
+
+cdef inline uint32_t _u32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
+            | (<uint32_t>p[3] << 24))
+
+
+cdef struct _Table:
+    int64_t pos           # the table (its soffset)
+    int64_t vt            # its vtable
+    int64_t vtsize
+    int64_t size          # inline size, from the vtable
+
+
+cdef int _open_table(const uint8_t* p, int64_t n, int64_t pos, _Table* t) except -1:
+    cdef int64_t vt, vtsize, size
+    if pos + 4 > n:
+        raise DecodeError("table at %d outside the buffer of %d bytes" % (pos, n))
+    vt = pos - <int64_t><int32_t>_u32(p + pos)
+    if vt < 0 or vt + 4 > n:
+        raise DecodeError("vtable at %d outside the buffer" % vt)
+    vtsize = _u16(p + vt)
+    if vtsize < 4 or vtsize & 1 or vt + vtsize > n:
+        raise DecodeError("bad vtable size %d at %d" % (vtsize, vt))
+    size = _u16(p + vt + 2)
+    if size < 4 or pos + size > n:
+        raise DecodeError("bad table size %d at %d" % (size, pos))
+    t.pos = pos
+    t.vt = vt
+    t.vtsize = vtsize
+    t.size = size
+    return 0
+
+
+cdef int _open_root(const uint8_t* p, int64_t n, _Table* t) except -1:
+    if n < 4:
+        raise DecodeError("payload of %d bytes is shorter than 4" % n)
+    return _open_table(p, n, _u32(p), t)
+
+
+cdef int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) except -2:
+    """Position of a present field, checked to lie inside its table; -1 when absent."""
+    cdef int64_t at = 4 + 2 * slot
+    cdef int64_t off
+    if at >= t.vtsize:
+        return -1
+    off = _u16(p + t.vt + at)
+    if off == 0:
+        return -1
+    if off + width > t.size:
+        raise DecodeError("field %d of the table at %d overruns it" % (slot, t.pos))
+    return t.pos + off
+
+
+cdef int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
+    """Target of the uoffset stored at ``at``, with room for its first 4 bytes."""
+    cdef uint32_t off = _u32(p + at)
+    cdef int64_t target = at + off
+    if off == 0:
+        raise DecodeError("offset at %d points at itself" % at)
+    if target + 4 > n:
+        raise DecodeError("offset at %d points outside the buffer" % at)
+    return target
+
+
+cdef int64_t _vector(const uint8_t* p, int64_t n, int64_t at, int64_t elsize,
+                     int64_t* count) except -1:
+    """Start of the elements of the vector referenced at ``at``; its length goes to ``count``."""
+    cdef int64_t target = _follow(p, n, at)
+    cdef int64_t length = _u32(p + target)
+    if length * elsize > n - target - 4:
+        raise DecodeError("vector at %d of %d elements overruns the buffer" % (target, length))
+    count[0] = length
+    return target + 4
+
+
+cdef object _string(const uint8_t* p, int64_t n, const _Table* t, int slot):
+    cdef int64_t length, start
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return None
+    start = _vector(p, n, at, 1, &length)
+    return PyUnicode_DecodeUTF8(<const char*>p + start, length, "surrogateescape")
+
+
+cdef object _ubytes(const uint8_t* p, int64_t n, const _Table* t, int slot):
+    cdef int64_t length, start
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return None
+    start = _vector(p, n, at, 1, &length)
+    return PyBytes_FromStringAndSize(<const char*>p + start, length)
+
+
+cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
+    """A [TextEntry] as a list of (name, value); absent reads as []."""
+    cdef int64_t count, start, i
+    cdef _Table e
+    cdef list out = []
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return out
+    start = _vector(p, n, at, 4, &count)
+    for i in range(count):
+        _open_table(p, n, _follow(p, n, start + 4 * i), &e)
+        out.append((_string(p, n, &e, 0), _string(p, n, &e, 1)))
+    return out
+
+
+cdef uint32_t _scalar(const uint8_t* p, const _Table* t, int slot, int width) except? 0xFFFFFFFF:
+    """A ubyte, uint16 or uint32 field; 0 when absent."""
+    cdef int64_t at = _field(p, t, slot, width)
+    if at < 0:
+        return 0
+    if width == 1:
+        return p[at]
+    if width == 2:
+        return _u16(p + at)
+    return _u32(p + at)
+
+
+cdef bytes _snapshot(object payload):
+    # Decoded messages keep the payload for their lazy fields: anything but bytes is copied once,
+    # so a reused receive buffer cannot change them later.
+    if PyBytes_CheckExact(payload):
+        return <bytes>payload
+    if PyObject_CheckBuffer(payload):
+        return memoryview(payload).tobytes()
+    raise DecodeError("payload must be bytes-like, not %s" % type(payload).__name__)
+
+
+# Bits of the _have fields: lazy fields already decoded.
+cdef enum:
+    _HAVE_SRC_IP = 1
+    _HAVE_PATH = 2
+    _HAVE_ARGS = 4
+    _HAVE_HEADERS = 8
+
+
+@cython.final
+@cython.freelist(16)
+cdef class HTTPReqCallReq:
+    """An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
+
+    cdef readonly uint32_t id
+    cdef readonly int method
+    cdef readonly uint32_t conf_token
+    cdef bytes _buf
+    cdef _Table _t
+    cdef int _have
+    cdef object _src_ip, _path
+    cdef list _args, _headers
+
+    def __init__(self, payload):
+        self._read(payload)
+
+    cdef int _read(self, object payload) except -1:
+        cdef bytes buf = _snapshot(payload)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        cdef uint32_t method
+        self._have = 0
+        _open_root(p, PyBytes_GET_SIZE(buf), &self._t)
+        method = _scalar(p, &self._t, 2, 1)
+        if method > METHOD_MAX:
+            raise DecodeError("unknown method %d" % method)
+        self.id = _scalar(p, &self._t, 0, 4)
+        self.method = method
+        self.conf_token = _scalar(p, &self._t, 6, 4)
+        self._buf = buf
+        return 0
+
+    # A failed decode is not cached, so a corrupt field raises again on every access.
+    @property
+    def src_ip(self):
+        """The client address as 4 or 16 raw bytes; None when absent."""
+        if not self._have & _HAVE_SRC_IP:
+            self._src_ip = _ubytes(<const uint8_t*>PyBytes_AS_STRING(self._buf),
+                                   PyBytes_GET_SIZE(self._buf), &self._t, 1)
+            self._have |= _HAVE_SRC_IP
+        return self._src_ip
+
+    @property
+    def path(self):
+        """The path without its query; None when absent."""
+        if not self._have & _HAVE_PATH:
+            self._path = _string(<const uint8_t*>PyBytes_AS_STRING(self._buf),
+                                 PyBytes_GET_SIZE(self._buf), &self._t, 3)
+            self._have |= _HAVE_PATH
+        return self._path
+
+    @property
+    def args(self):
+        """Query args as ``(name, value)``; a bare ``?flag`` has value None."""
+        if not self._have & _HAVE_ARGS:
+            self._args = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
+                                  PyBytes_GET_SIZE(self._buf), &self._t, 4)
+            self._have |= _HAVE_ARGS
+        return self._args
+
+    @property
+    def headers(self):
+        """Request headers as ``(name, value)``, names repeated for multi-valued headers."""
+        if not self._have & _HAVE_HEADERS:
+            self._headers = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
+                                     PyBytes_GET_SIZE(self._buf), &self._t, 5)
+            self._have |= _HAVE_HEADERS
+        return self._headers
+
+    def __repr__(self):
+        return "HTTPReqCallReq(id=%d, conf_token=%d, method=%d)" % (
+            self.id, self.conf_token, self.method)
+
+
+def decode_http_req_call(payload):
+    """Read an HTTPReqCall.Req payload; its string and vector fields are decoded on first use."""
+    cdef HTTPReqCallReq req = HTTPReqCallReq.__new__(HTTPReqCallReq)
+    req._read(payload)
+    return req
+
+
+@cython.final
+@cython.freelist(8)
+cdef class HTTPRespCallReq:
+    """An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
+
+    cdef readonly uint32_t id
+    cdef readonly uint32_t status
+    cdef readonly uint32_t conf_token
+    cdef bytes _buf
+    cdef _Table _t
+    cdef int _have
+    cdef list _headers
+
+    def __init__(self, payload):
+        self._read(payload)
+
+    cdef int _read(self, object payload) except -1:
+        cdef bytes buf = _snapshot(payload)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        self._have = 0
+        _open_root(p, PyBytes_GET_SIZE(buf), &self._t)
+        self.id = _scalar(p, &self._t, 0, 4)
+        self.status = _scalar(p, &self._t, 1, 2)
+        self.conf_token = _scalar(p, &self._t, 3, 4)
+        self._buf = buf
+        return 0
+
+    @property
+    def headers(self):
+        """Upstream response headers as ``(name, value)``."""
+        if not self._have & _HAVE_HEADERS:
+            self._headers = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
+                                     PyBytes_GET_SIZE(self._buf), &self._t, 2)
+            self._have |= _HAVE_HEADERS
+        return self._headers
+
+    def __repr__(self):
+        return "HTTPRespCallReq(id=%d, conf_token=%d, status=%d)" % (
+            self.id, self.conf_token, self.status)
+
+
+def decode_http_resp_call(payload):
+    """Read an HTTPRespCall.Req payload; its headers are decoded on first use."""
+    cdef HTTPRespCallReq req = HTTPRespCallReq.__new__(HTTPRespCallReq)
+    req._read(payload)
+    return req
+
+
+@cython.final
+cdef class PrepareConfReq:
+    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``."""
+
+    cdef readonly list conf
+    cdef readonly object key
+
+    def __init__(self, payload):
+        cdef bytes buf = _snapshot(payload)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        cdef int64_t n = PyBytes_GET_SIZE(buf)
+        cdef _Table t
+        _open_root(p, n, &t)
+        self.conf = _entries(p, n, &t, 0)
+        self.key = _string(p, n, &t, 1)
+
+    def __repr__(self):
+        return "PrepareConfReq(key=%r, conf=%r)" % (self.key, [name for name, _ in self.conf])
+
+
+def decode_prepare_conf_req(payload):
+    """Read a PrepareConf.Req payload, all of it at once (it is rare and small)."""
+    return PrepareConfReq(payload)
+
+
+def decode_extra_info_resp(payload):
+    """``result`` of an ExtraInfo.Resp payload: bytes, or None when absent."""
+    cdef bytes buf = _snapshot(payload)
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    cdef int64_t n = PyBytes_GET_SIZE(buf)
+    cdef _Table t
+    _open_root(p, n, &t)
+    return _ubytes(p, n, &t, 0)
+
+
+cdef tuple _header_at(const uint8_t* p, int64_t n, int64_t offset):
+    if offset < 0 or offset + 4 > n:
+        raise DecodeError("frame header: fewer than 4 bytes at %d of %d" % (offset, n))
+    p += offset
+    return p[0], (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+def decode_header(data, offset=0):
+    """``(rpc_type, length)`` from the 4 bytes at ``offset`` of a bytes-like object."""
+    cdef Py_buffer view
+    cdef long long at
+    cdef int overflow = 0
+    if not PyObject_CheckBuffer(data):
+        raise DecodeError("frame header: not bytes-like")
+    if not PyLong_CheckExact(offset):
+        try:
+            offset = PyNumber_Index(offset)
+        except TypeError:
+            raise DecodeError("frame header: offset is not an int") from None
+    at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+    if overflow:
+        raise DecodeError("frame header: offset %d out of range" % offset)
+    if PyBytes_CheckExact(data):
+        return _header_at(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), at)
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except BufferError:
+        data = memoryview(data).tobytes()     # not contiguous
+        return _header_at(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), at)
+    try:
+        return _header_at(<const uint8_t*>view.buf, view.len, at)
+    finally:
+        PyBuffer_Release(&view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing values to write: checked and reduced to (pointer, length) before any layout runs
+
+cdef int64_t _uint(object value, int64_t top, str what) except -1:
+    """``value`` as an int in ``0..top`` (anything with __index__); EncodeError otherwise."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        try:
+            value = PyNumber_Index(value)
+        except TypeError:
+            raise EncodeError("%s must be an int, not %s" % (what, type(value).__name__)) from None
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or v < 0 or v > top:
+        raise EncodeError("%s %d out of range 0..%d" % (what, value, top))
+    return v
+
+
+cdef struct _Str:
+    const char* p
+    Py_ssize_t n          # -1: absent
+
+
+cdef int _text(object s, _Str* out, list keep, str what) except -1:
+    """A string field's bytes: a str as UTF-8 (surrogateescape), or any bytes-like.
+
+    ``out`` points into ``s`` or into a copy appended to ``keep``; both outlive the layout.
+    """
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(s):
+        if PyUnicode_IS_ASCII(s):
+            out.p = PyUnicode_DATA(s)
+            out.n = PyUnicode_GET_LENGTH(s)
+            return 0
+        try:
+            out.p = PyUnicode_AsUTF8AndSize(s, &n)     # cached in the str
+            out.n = n
+            return 0
+        except UnicodeEncodeError:
+            pass                                      # lone surrogates: escaped bytes?
+        try:
+            s = (<str>s).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise EncodeError("%s cannot be encoded as UTF-8" % what) from None
+        keep.append(s)
+    elif not PyBytes_Check(s):
+        if PyUnicode_Check(s) or not PyObject_CheckBuffer(s):
+            raise EncodeError("%s must be str or bytes, not %s" % (what, type(s).__name__))
+        try:
+            s = memoryview(s).tobytes()
+        except ValueError as exc:                     # a released memoryview
+            raise EncodeError("%s: %s" % (what, exc)) from None
+        keep.append(s)
+    out.p = PyBytes_AS_STRING(s)
+    out.n = PyBytes_GET_SIZE(s)
+    return 0
+
+
+cdef int _opt_text(object s, _Str* out, list keep, str what) except -1:
+    if s is None:
+        out.n = -1
+        return 0
+    return _text(s, out, keep, what)
+
+
+cdef int _body(object body, _Str* out, Py_buffer* view, bint* held, list keep,
+               str what) except -1:
+    """A [ubyte] field from any bytes-like (not str); a buffer held here is released by the caller."""
+    if body is None:
+        out.n = -1
+        return 0
+    if PyBytes_CheckExact(body):
+        out.p = PyBytes_AS_STRING(body)
+        out.n = PyBytes_GET_SIZE(body)
+        return 0
+    if PyUnicode_Check(body) or not PyObject_CheckBuffer(body):
+        raise EncodeError("%s must be bytes, not %s" % (what, type(body).__name__))
+    try:
+        # Held until the frame is filled, so a bytearray cannot be resized meanwhile.
+        PyObject_GetBuffer(body, view, PyBUF_SIMPLE)
+    except BufferError:
+        body = memoryview(body).tobytes()             # not contiguous
+        keep.append(body)
+        out.p = PyBytes_AS_STRING(body)
+        out.n = PyBytes_GET_SIZE(body)
+        return 0
+    except ValueError as exc:
+        raise EncodeError("%s: %s" % (what, exc)) from None
+    held[0] = True
+    out.p = <const char*>view.buf
+    out.n = view.len
+    return 0
+
+
+cdef enum:
+    _INLINE_ENTRIES = 8   # most entry lists are short: no allocation for them
+
+
+cdef struct _Entries:
+    Py_ssize_t count      # -1: the vector is absent
+    _Str* items           # name, value, name, value, ...: ``inline`` or allocated
+    _Str inline[2 * _INLINE_ENTRIES]
+
+
+cdef int _entry_list(object entries, _Entries* out, list keep, str what) except -1:
+    """Gather (name, value) pairs; an allocated ``out.items`` is freed by _free_entries."""
+    cdef Py_ssize_t i, count
+    cdef object seq, pair, name, value
+    if entries is None:
+        out.count = -1
+        return 0
+    if PyUnicode_Check(entries) or PyBytes_Check(entries) or isinstance(
+            entries, (bytearray, memoryview)):
+        raise EncodeError("%s must be an iterable of (name, value) pairs" % what)
+    # A tuple: nothing below runs Python code, but the caller's list must not change under us.
+    if PyTuple_CheckExact(entries):
+        seq = entries
+    else:
+        try:
+            seq = tuple(entries)
+        except TypeError:
+            raise EncodeError("%s must be an iterable of (name, value) pairs" % what) from None
+        keep.append(seq)
+    count = len(seq)
+    if count <= _INLINE_ENTRIES:
+        out.items = out.inline
+    else:
+        out.items = <_Str*>PyMem_Malloc(2 * count * sizeof(_Str))
+        if out.items == NULL:
+            raise MemoryError()
+    out.count = count
+    for i in range(count):
+        pair = (<tuple>seq)[i]
+        # Only real pairs: a 2-character string would otherwise unpack as (name, value).
+        if not (PyTuple_Check(pair) or PyList_Check(pair)) or len(pair) != 2:
+            raise EncodeError("%s: each entry must be a (name, value) pair" % what)
+        name = <object>PySequence_Fast_GET_ITEM(pair, 0)
+        value = <object>PySequence_Fast_GET_ITEM(pair, 1)
+        if name is None:
+            raise EncodeError("%s: entry name must not be None" % what)
+        _text(name, &out.items[2 * i], keep, what)
+        _opt_text(value, &out.items[2 * i + 1], keep, what)
+    return 0
+
+
+cdef inline void _free_entries(_Entries* e) noexcept:
+    if e.count > _INLINE_ENTRIES:
+        PyMem_Free(e.items)
+    e.count = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout, the pure twin's exactly: every object 4-aligned, a vtable right before its table,
+# inline fields 4-byte ones first, then 2-byte, then 1-byte (each group in slot order), children
+# after their table in slot order, depth first.
+
+cdef struct _W:
+    uint8_t* out          # NULL while measuring
+    int64_t pos           # relative to the payload start, which alignment is relative to
+
+
+cdef inline void _put_u8(_W* w, int64_t at, uint32_t v) noexcept:
+    if w.out != NULL:
+        w.out[at] = <uint8_t>v
+
+
+cdef inline void _put_u16(_W* w, int64_t at, uint32_t v) noexcept:
+    if w.out != NULL:
+        w.out[at] = <uint8_t>v
+        w.out[at + 1] = <uint8_t>(v >> 8)
+
+
+cdef inline void _put_u32(_W* w, int64_t at, uint32_t v) noexcept:
+    if w.out != NULL:
+        w.out[at] = <uint8_t>v
+        w.out[at + 1] = <uint8_t>(v >> 8)
+        w.out[at + 2] = <uint8_t>(v >> 16)
+        w.out[at + 3] = <uint8_t>(v >> 24)
+
+
+cdef inline void _align4(_W* w) noexcept:
+    cdef int64_t pad = (-w.pos) & 3
+    if pad:
+        if w.out != NULL:
+            memset(w.out + w.pos, 0, pad)
+        w.pos += pad
+
+
+cdef int64_t _table(_W* w, int64_t ref, int nslots, const int* widths, int64_t* fields) noexcept:
+    """Write a vtable and its table, point the uoffset at ``ref`` at it.
+
+    ``widths[i]`` is 0 for an absent field, else 4, 2 or 1; each present field's position goes
+    to ``fields[i]`` for the caller to fill.  ``nslots`` ends at the last present field.
+    """
+    cdef int64_t vt, tbl, off = 4
+    cdef int i, width
+    _align4(w)
+    vt = w.pos
+    w.pos += 4 + 2 * nslots
+    _align4(w)
+    tbl = w.pos
+    for i in range(nslots):
+        if not widths[i]:
+            _put_u16(w, vt + 4 + 2 * i, 0)
+    width = 4
+    while width:
+        for i in range(nslots):
+            if widths[i] == width:
+                fields[i] = tbl + off
+                _put_u16(w, vt + 4 + 2 * i, <uint32_t>off)
+                off += width
+        width >>= 1
+    _put_u16(w, vt, 4 + 2 * nslots)
+    _put_u16(w, vt + 2, <uint32_t>off)
+    _put_u32(w, tbl, <uint32_t>(tbl - vt))
+    _put_u32(w, ref, <uint32_t>(tbl - ref))
+    if w.out != NULL:
+        memset(w.out + tbl + 4, 0, off - 4)           # the caller fills every field
+    w.pos = tbl + off
+    return tbl
+
+
+cdef inline int _nslots(int count, const int* widths) noexcept:
+    while count and not widths[count - 1]:
+        count -= 1
+    return count
+
+
+cdef void _blob(_W* w, int64_t ref, const _Str* s, bint nul) noexcept:
+    """A string (NUL-terminated) or [ubyte], referenced from ``ref``."""
+    _align4(w)
+    _put_u32(w, ref, <uint32_t>(w.pos - ref))
+    _put_u32(w, w.pos, <uint32_t>s.n)
+    if w.out != NULL:
+        memcpy(w.out + w.pos + 4, s.p, s.n)
+        if nul:
+            w.out[w.pos + 4 + s.n] = 0
+    w.pos += 4 + s.n + nul
+
+
+cdef void _entry_vector(_W* w, int64_t ref, const _Entries* e) noexcept:
+    # A TextEntry table has one of two shapes, so its vtable is written whole, as _table would:
+    # [vtsize 8, size 12, name@4, value@8] or, without a value, [vtsize 6, size 8, name@4].
+    cdef int64_t vec, slot, vt, tbl
+    cdef Py_ssize_t i
+    cdef const _Str* value
+    _align4(w)
+    vec = w.pos
+    _put_u32(w, ref, <uint32_t>(vec - ref))
+    _put_u32(w, vec, <uint32_t>e.count)
+    w.pos += 4 + 4 * e.count
+    for i in range(e.count):
+        value = &e.items[2 * i + 1]
+        _align4(w)
+        vt = w.pos
+        if value.n >= 0:
+            _put_u32(w, vt, 8 | (12 << 16))
+            _put_u32(w, vt + 4, 4 | (8 << 16))
+            w.pos += 8
+        else:
+            _put_u32(w, vt, 6 | (8 << 16))
+            _put_u16(w, vt + 4, 4)
+            w.pos += 6
+            _align4(w)
+        tbl = w.pos
+        slot = vec + 4 + 4 * i
+        _put_u32(w, slot, <uint32_t>(tbl - slot))
+        _put_u32(w, tbl, <uint32_t>(tbl - vt))
+        w.pos = tbl + (12 if value.n >= 0 else 8)
+        _blob(w, tbl + 4, &e.items[2 * i], True)
+        if value.n >= 0:
+            _blob(w, tbl + 8, value, True)
+
+
+ctypedef void (*_Layout)(_W*, void*) noexcept
+
+
+cdef object _finish(int rpc_type, _Layout lay, void* args):
+    """Measure, check the frame limit, then allocate the frame once and fill it."""
+    cdef _W w
+    cdef object frame
+    cdef uint8_t* out
+    w.out = NULL
+    w.pos = 4
+    lay(&w, args)
+    if w.pos > MAX_PAYLOAD:
+        raise EncodeError("payload of %d bytes larger than %d" % (w.pos, MAX_PAYLOAD))
+    frame = PyBytes_FromStringAndSize(NULL, 4 + w.pos)
+    out = <uint8_t*>PyBytes_AS_STRING(frame)
+    out[0] = <uint8_t>rpc_type
+    out[1] = <uint8_t>(w.pos >> 16)
+    out[2] = <uint8_t>(w.pos >> 8)
+    out[3] = <uint8_t>w.pos
+    w.out = out + 4
+    w.pos = 4
+    lay(&w, args)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers: per message, a struct of its prepared fields and a layout run by _finish
+
+def encode_header(rpc_type, length):
+    """The 4-byte frame header: RPC type, then the payload length as 24-bit big-endian."""
+    cdef int64_t t = _uint(rpc_type, 0xFF, "rpc type")
+    cdef int64_t n = _uint(length, MAX_PAYLOAD, "payload length")
+    cdef uint8_t out[4]
+    out[0] = <uint8_t>t
+    out[1] = <uint8_t>(n >> 16)
+    out[2] = <uint8_t>(n >> 8)
+    out[3] = <uint8_t>n
+    return PyBytes_FromStringAndSize(<char*>out, 4)
+
+
+cdef struct _Scalars:
+    # A root table of scalars only: Err.Resp, PrepareConf.Resp, HTTPReqCall.Resp without action.
+    int nslots
+    int widths[2]
+    uint32_t values[2]
+
+
+cdef void _lay_scalars(_W* w, void* args) noexcept:
+    cdef _Scalars* a = <_Scalars*>args
+    cdef int64_t fields[2]
+    cdef int i
+    _table(w, 0, a.nslots, a.widths, fields)
+    for i in range(a.nslots):
+        if a.widths[i] == 1:
+            _put_u8(w, fields[i], a.values[i])
+        else:
+            _put_u32(w, fields[i], a.values[i])
+
+
+def encode_err(code):
+    """An Err frame with ``code`` (A6.Err.Code), written even when 0."""
+    cdef _Scalars a
+    a.nslots = 1
+    a.widths[0] = 1
+    a.values[0] = <uint32_t>_uint(code, 2, "code")
+    return _finish(0, _lay_scalars, &a)
+
+
+def encode_prepare_conf_resp(conf_token):
+    """The PrepareConf answer carrying ``conf_token``."""
+    cdef _Scalars a
+    a.nslots = 1
+    a.widths[0] = 4
+    a.values[0] = <uint32_t>_uint(conf_token, 0xFFFFFFFF, "conf_token")
+    return _finish(1, _lay_scalars, &a)
+
+
+def encode_no_action(id):
+    """HTTPReqCall.Resp with no action: the request goes on unchanged."""
+    cdef _Scalars a
+    a.nslots = 2
+    a.widths[0] = 4
+    a.widths[1] = 1
+    a.values[0] = <uint32_t>_uint(id, 0xFFFFFFFF, "id")
+    a.values[1] = 0
+    return _finish(2, _lay_scalars, &a)
+
+
+cdef int64_t _call_resp(_W* w, uint32_t id, uint32_t action_type) noexcept:
+    """The root HTTPReqCall.Resp{id, action_type, action}; returns the action field to point."""
+    cdef int widths[3]
+    cdef int64_t fields[3]
+    widths[0] = 4
+    widths[1] = 1
+    widths[2] = 4
+    _table(w, 0, 3, widths, fields)
+    _put_u32(w, fields[0], id)
+    _put_u8(w, fields[1], action_type)
+    return fields[2]
+
+
+cdef struct _Reply:
+    # Stop, and HTTPRespCall.Resp: the same fields.
+    uint32_t id
+    uint32_t status
+    _Entries headers
+    _Str body
+
+
+cdef void _lay_stop(_W* w, void* args) noexcept:
+    cdef _Reply* a = <_Reply*>args
+    cdef int widths[3]
+    cdef int64_t fields[3]
+    cdef int64_t ref = _call_resp(w, a.id, 1)
+    widths[0] = 2
+    widths[1] = 4 if a.headers.count >= 0 else 0
+    widths[2] = 4 if a.body.n >= 0 else 0
+    _table(w, ref, _nslots(3, widths), widths, fields)
+    _put_u16(w, fields[0], a.status)
+    if widths[1]:
+        _entry_vector(w, fields[1], &a.headers)
+    if widths[2]:
+        _blob(w, fields[2], &a.body, False)
+
+
+cdef void _lay_http_resp_call_resp(_W* w, void* args) noexcept:
+    cdef _Reply* a = <_Reply*>args
+    cdef int widths[4]
+    cdef int64_t fields[4]
+    widths[0] = 4
+    widths[1] = 2
+    widths[2] = 4 if a.headers.count >= 0 else 0
+    widths[3] = 4 if a.body.n >= 0 else 0
+    _table(w, 0, _nslots(4, widths), widths, fields)
+    _put_u32(w, fields[0], a.id)
+    _put_u16(w, fields[1], a.status)
+    if widths[2]:
+        _entry_vector(w, fields[2], &a.headers)
+    if widths[3]:
+        _blob(w, fields[3], &a.body, False)
+
+
+cdef object _reply_frame(int rpc_type, _Layout lay, id, status, headers, body):
+    cdef _Reply a
+    cdef list keep = []
+    cdef Py_buffer view
+    cdef bint held = False
+    a.headers.count = -1
+    a.id = <uint32_t>_uint(id, 0xFFFFFFFF, "id")
+    a.status = <uint32_t>_uint(status, 0xFFFF, "status")
+    try:
+        _entry_list(headers, &a.headers, keep, "headers")
+        _body(body, &a.body, &view, &held, keep, "body")
+        return _finish(rpc_type, lay, &a)
+    finally:
+        _free_entries(&a.headers)
+        if held:
+            PyBuffer_Release(&view)
+
+
+def encode_stop(id, status, headers, body):
+    """HTTPReqCall.Resp with a Stop action: the gateway answers the client itself."""
+    return _reply_frame(2, _lay_stop, id, status, headers, body)
+
+
+def encode_http_resp_call_resp(id, status, headers, body):
+    """HTTPRespCall.Resp: new status (0: unchanged), headers and body for the client's response."""
+    return _reply_frame(4, _lay_http_resp_call_resp, id, status, headers, body)
+
+
+cdef struct _Rewrite:
+    uint32_t id
+    _Str path
+    _Entries headers
+    _Entries args
+    _Entries resp_headers
+    _Str body
+
+
+cdef void _lay_rewrite(_W* w, void* args) noexcept:
+    cdef _Rewrite* a = <_Rewrite*>args
+    cdef int widths[5]
+    cdef int64_t fields[5]
+    cdef int64_t ref = _call_resp(w, a.id, 2)
+    widths[0] = 4 if a.path.n >= 0 else 0
+    widths[1] = 4 if a.headers.count >= 0 else 0
+    widths[2] = 4 if a.args.count >= 0 else 0
+    widths[3] = 4 if a.resp_headers.count >= 0 else 0
+    widths[4] = 4 if a.body.n >= 0 else 0
+    _table(w, ref, _nslots(5, widths), widths, fields)
+    if widths[0]:
+        _blob(w, fields[0], &a.path, True)
+    if widths[1]:
+        _entry_vector(w, fields[1], &a.headers)
+    if widths[2]:
+        _entry_vector(w, fields[2], &a.args)
+    if widths[3]:
+        _entry_vector(w, fields[3], &a.resp_headers)
+    if widths[4]:
+        _blob(w, fields[4], &a.body, False)
+
+
+def encode_rewrite(id, path, headers, args, resp_headers, body):
+    """HTTPReqCall.Resp with a Rewrite action: changes to the upstream request."""
+    cdef _Rewrite a
+    cdef list keep = []
+    cdef Py_buffer view
+    cdef bint held = False
+    a.headers.count = -1
+    a.args.count = -1
+    a.resp_headers.count = -1
+    a.id = <uint32_t>_uint(id, 0xFFFFFFFF, "id")
+    try:
+        _opt_text(path, &a.path, keep, "path")
+        _entry_list(headers, &a.headers, keep, "headers")
+        _entry_list(args, &a.args, keep, "args")
+        _entry_list(resp_headers, &a.resp_headers, keep, "resp_headers")
+        _body(body, &a.body, &view, &held, keep, "body")
+        return _finish(2, _lay_rewrite, &a)
+    finally:
+        _free_entries(&a.headers)
+        _free_entries(&a.args)
+        _free_entries(&a.resp_headers)
+        if held:
+            PyBuffer_Release(&view)
+
+
+cdef struct _Info:
+    uint32_t info_type
+    _Str name             # Var only
+
+
+cdef void _lay_extra_info(_W* w, void* args) noexcept:
+    cdef _Info* a = <_Info*>args
+    cdef int widths[2]
+    cdef int64_t fields[2]
+    cdef int64_t ref
+    widths[0] = 1
+    widths[1] = 4
+    _table(w, 0, 2, widths, fields)
+    _put_u8(w, fields[0], a.info_type)
+    ref = fields[1]
+    if a.name.n >= 0:
+        widths[0] = 4
+        _table(w, ref, 1, widths, fields)
+        _blob(w, fields[0], &a.name, True)
+    else:
+        _table(w, ref, 0, widths, fields)
+
+
+def encode_extra_info_var(name):
+    """ExtraInfo.Req asking for the gateway variable ``name``."""
+    cdef _Info a
+    cdef list keep = []
+    a.info_type = 1
+    if name is None:
+        raise EncodeError("var name must be str or bytes, not None")
+    _text(name, &a.name, keep, "var name")
+    return _finish(3, _lay_extra_info, &a)
+
+
+def encode_extra_info_req_body():
+    """ExtraInfo.Req asking for the request body."""
+    cdef _Info a
+    a.info_type = 2
+    a.name.n = -1
+    return _finish(3, _lay_extra_info, &a)
+
+
+def encode_extra_info_resp_body():
+    """ExtraInfo.Req asking for the upstream response body (only during HTTPRespCall)."""
+    cdef _Info a
+    a.info_type = 3
+    a.name.n = -1
+    return _finish(3, _lay_extra_info, &a)
