@@ -22,6 +22,8 @@ log = logging.getLogger("a6fast.server")
 RECV_SIZE = 256 * 1024
 # Past this much unsent output to one peer (it stopped reading), we stop reading from it.
 MAX_BACKLOG = 32 * 1024 * 1024
+SWEEP_SECONDS = 10.0
+STALLED_FRAME_SECONDS = 65
 
 _decode_header = codec.decode_header
 _decode_http_req_call = codec.decode_http_req_call
@@ -92,7 +94,7 @@ class Connection:
     """One gateway connection: exact framing, one call at a time, non-blocking writes."""
 
     __slots__ = ("runner", "sock", "fd", "rbuf", "wbuf", "call", "stale_extra", "closed",
-                 "reading", "writing", "in_read")
+                 "reading", "writing", "in_read", "last_read")
 
     def __init__(self, runner, sock):
         self.runner = runner
@@ -106,6 +108,7 @@ class Connection:
         self.reading = True
         self.writing = False
         self.in_read = False
+        self.last_read = runner.loop.now
 
     # events -------------------------------------------------------------------------------------
     def on_events(self, events):
@@ -128,6 +131,7 @@ class Connection:
             else:
                 self.close(None)
             return
+        self.last_read = self.runner.loop.now
         self.rbuf += data
         self.process()
 
@@ -368,7 +372,7 @@ class Runner:
         self.stats_errors = 0
         # several workers share the listener: wake one of them per connection, not all
         loop.add_reader(listener.fileno(), self.on_accept, exclusive=exclusive)
-        self._sweeper = loop.call_later(60.0, self.sweep)
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self.sweep)
 
     def on_accept(self, events):
         accept = self.listener.accept
@@ -418,7 +422,12 @@ class Runner:
 
     def sweep(self):
         self.confs.sweep()
-        self._sweeper = self.loop.call_later(60.0, self.sweep)
+        # the gateway gives up on a send after 60 s: a frame still incomplete after that never ends
+        limit = self.loop.now - STALLED_FRAME_SECONDS
+        for conn in list(self.connections.values()):
+            if conn.rbuf and conn.call is None and conn.last_read < limit:
+                conn.close("no byte of an incomplete frame for %ds" % STALLED_FRAME_SECONDS)
+        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self.sweep)
 
     def busy(self):
         """How many calls are waiting for plugins (ExtraInfo, threads)."""
