@@ -45,7 +45,11 @@ test: $(STAMP)
 
 ## bench: codec and whole-call benchmarks side by side (pytest-benchmark)
 bench: $(STAMP)
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,ops,rounds
+	$(PY) -m pytest bench -q --benchmark-only --benchmark-group-by=group --benchmark-sort=name --benchmark-columns=median,iqr,min,rounds
+
+## floor: our runner against bench-tools' ideal_runner under a6load, alternating rounds
+floor: $(STAMP)
+	$(PY) bench/floor.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .hypothesis a6fast/_codec.c a6fast/*.so a6fast/*.html
