@@ -65,8 +65,8 @@ def decode_header(data, offset=0):
     # unpack_from would count a negative offset from the end; that is never meant here.
     if offset < 0 or offset + HEADER_SIZE > view.nbytes:
         raise DecodeError("frame header: fewer than 4 bytes")
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    if not view.c_contiguous:
+        view = view.tobytes()
     (word,) = _unpack_header(view, offset)
     return word >> 24, word & 0xFFFFFF
 
@@ -248,7 +248,7 @@ class PrepareConfReq:
 
 
 class HTTPReqCallReq:
-    """A6.HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
+    """A6.HTTPReqCall.Req: scalars read at once; path, src_ip, args, headers on first use."""
 
     __slots__ = ("id", "method", "conf_token", "_buf", "_tab",
                  "_path", "_src_ip", "_args", "_headers")
@@ -393,7 +393,8 @@ def to_text(value, what):
     try:
         return memoryview(value).tobytes()
     except TypeError:
-        raise EncodeError("%s must be str or bytes, not %s" % (what, type(value).__name__)) from None
+        raise EncodeError("%s must be str or bytes, not %s"
+                          % (what, type(value).__name__)) from None
 
 
 def to_body(value, what):
@@ -562,7 +563,8 @@ def encode_err(code):
 
 def encode_prepare_conf_resp(conf_token):
     """The PrepareConf answer carrying ``conf_token``."""
-    return build_frame(RPC_PREPARE_CONF, [(0, "I", check_uint(conf_token, 0xFFFFFFFF, "conf_token"))])
+    conf_token = check_uint(conf_token, 0xFFFFFFFF, "conf_token")
+    return build_frame(RPC_PREPARE_CONF, [(0, "I", conf_token)])
 
 
 def encode_no_action(id):

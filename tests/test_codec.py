@@ -4,7 +4,9 @@ Inputs are built with ``a6fast.gateway`` (the gateway's side) or, for shapes our
 produce, with the official ``flatbuffers.Builder``; corrupt fields are located with the official
 ``flatbuffers.table.Table`` so the tests do not lean on the reader under test.
 """
+import socket
 import struct
+import threading
 
 import flatbuffers
 import pytest
@@ -514,7 +516,8 @@ def test_bad_table_size_is_decode_error(codec, tblsize):
 
 
 def test_scalar_field_beyond_the_table_inline_size_is_decode_error(codec):
-    payload = bytearray(req_call())
+    # Children follow the table, so only the inline-size check can catch the overrun.
+    payload = bytearray(req_call(path="/p", headers=[("h", "v")]))
     _, vt = _vtable_of(payload)
     tblsize = struct.unpack_from("<H", payload, vt + 2)[0]
     struct.pack_into("<H", payload, vt + 4, tblsize - 3)   # id: 4 bytes, only 3 left
@@ -532,16 +535,28 @@ def test_offset_field_beyond_the_table_inline_size_raises_on_access(codec):
         req.path
 
 
-@pytest.mark.parametrize("slot,attr", [(1, "src_ip"), (3, "path"), (4, "args"), (5, "headers")])
-@pytest.mark.parametrize("offset", [0x7FFFFFFF, U32_MAX, 0])
-def test_offset_pointing_outside_or_at_itself_is_decode_error(codec, slot, attr, offset):
+LAZY_FIELDS = [(1, "src_ip"), (3, "path"), (4, "args"), (5, "headers")]
+
+
+@pytest.mark.parametrize("slot,attr", LAZY_FIELDS)
+@pytest.mark.parametrize("offset", [0x7FFFFFFF, U32_MAX])
+def test_offset_pointing_outside_the_buffer_is_decode_error(codec, slot, attr, offset):
     payload = req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
     req = codec.decode_http_req_call(patched_u32(payload, root_field(payload, slot), offset))
     with pytest.raises(DecodeError):
         getattr(req, attr)
 
 
-@pytest.mark.parametrize("slot,attr", [(1, "src_ip"), (3, "path"), (4, "args"), (5, "headers")])
+@pytest.mark.parametrize("slot,attr", LAZY_FIELDS)
+def test_zero_offset_pointing_at_itself_is_decode_error(codec, slot, attr):
+    # No builder writes it; the official C++ verifier rejects it too.
+    payload = req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
+    req = codec.decode_http_req_call(patched_u32(payload, root_field(payload, slot), 0))
+    with pytest.raises(DecodeError):
+        getattr(req, attr)
+
+
+@pytest.mark.parametrize("slot,attr", LAZY_FIELDS)
 @pytest.mark.parametrize("length", [0x7FFFFFFF, 0x80000000, U32_MAX, 0x40000000])
 def test_vector_length_beyond_the_buffer_is_decode_error(codec, slot, attr, length):
     payload = req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
@@ -683,6 +698,52 @@ def test_extra_info_requests_name_what_they_ask_for(codec):
         INFO_RESP_BODY, None)
 
 
+ENTRY = [(0, "str"), (1, "str")]
+STOP = [(0, 2), (1, ENTRY), (2, "vec")]
+REWRITE = [(0, "str"), (1, ENTRY), (2, ENTRY), (3, ENTRY), (4, "vec")]
+
+
+def assert_aligned(payload, pos, spec):
+    """Tables and vectors 4-byte aligned, vtables 2, scalars to their width (payload-relative)."""
+    assert pos % 4 == 0
+    vt = pos - struct.unpack_from("<i", payload, pos)[0]
+    assert vt % 2 == 0
+    table = Table(bytearray(payload), pos)
+    for slot, kind in spec:
+        offset = table.Offset(4 + 2 * slot)
+        if not offset:
+            continue
+        at = pos + offset
+        if isinstance(kind, int):
+            assert at % kind == 0
+            continue
+        assert at % 4 == 0
+        child = target(payload, at)
+        assert child % 4 == 0
+        if kind is ENTRY:
+            count = struct.unpack_from("<I", payload, child)[0]
+            for element in range(child + 4, child + 4 + 4 * count, 4):
+                assert_aligned(payload, target(payload, element), ENTRY)
+        elif isinstance(kind, list):
+            assert_aligned(payload, child, kind)
+
+
+@pytest.mark.parametrize("frame", [
+    lambda c: (c.encode_stop(1, 403, [("a", "1"), ("bb", None)], b"xyz"), [
+        (0, 4), (1, 1), (2, STOP)]),
+    lambda c: (c.encode_rewrite(1, "/odd", [("h", "v")], [("a", None)], [("r", "s")], b"b"), [
+        (0, 4), (1, 1), (2, REWRITE)]),
+    lambda c: (c.encode_http_resp_call_resp(1, 201, [("h", "vvv")], b"12345"), [
+        (0, 4), (1, 2), (2, ENTRY), (3, "vec")]),
+    lambda c: (c.encode_extra_info_var("abc"), [(0, 1), (1, [(0, "str")])]),
+    lambda c: (c.encode_err(2), [(0, 1)]),
+], ids=["stop", "rewrite", "http-resp-call-resp", "extra-info-var", "err"])
+def test_writers_align_every_object(codec, frame):
+    data, spec = frame(codec)
+    payload = payload_of(data)
+    assert_aligned(payload, struct.unpack_from("<I", payload, 0)[0], spec)
+
+
 def test_payload_of_exactly_max_size_is_written_and_one_more_byte_is_not(codec):
     overhead = len(codec.encode_stop(1, 200, None, b"")) - 4
     body = bytes(MAX_PAYLOAD - overhead)
@@ -779,3 +840,50 @@ def test_any_rewrite_round_trips(codec, id, path, headers, args, resp_headers, b
     maybe = lambda pairs: None if pairs is None else as_strs(pairs)  # noqa: E731
     assert resp.id == id
     assert resp.rewrite == (as_str(path), maybe(headers), maybe(args), maybe(resp_headers), body)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway-side frame helpers these tests lean on
+
+def test_read_frame_reads_exactly_one_frame_sent_in_pieces():
+    first = gateway.encode_http_resp_call_req(1, 2, 200, [("h", "v" * 3000)])
+    second = gateway.encode_extra_info_resp(b"next")
+    left, right = socket.socketpair()
+    with left, right:
+        data = first + second
+
+        def send():
+            for at in range(0, len(data), 7):
+                left.sendall(data[at:at + 7])
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert gateway.read_frame(right) == (RPC_HTTP_RESP_CALL, first[4:])
+        assert gateway.read_frame(right) == (RPC_EXTRA_INFO, second[4:])
+        sender.join()
+
+
+def test_read_frame_raises_eof_error_when_the_peer_closes():
+    left, right = socket.socketpair()
+    with right:
+        left.sendall(gateway.encode_extra_info_resp(b"abc")[:6])
+        left.close()
+        with pytest.raises(EOFError):
+            gateway.read_frame(right)
+        with pytest.raises(EOFError):
+            gateway.read_frame(right)
+
+
+def test_split_frames_returns_whole_frames_and_the_incomplete_rest():
+    one = gateway.encode_extra_info_resp(b"1")
+    two = gateway.encode_extra_info_resp(None)
+    frames, rest = gateway.split_frames(one + two + two[:5])
+    assert frames == [(RPC_EXTRA_INFO, one[4:]), (RPC_EXTRA_INFO, two[4:])]
+    assert rest == two[:5]
+    assert gateway.split_frames(b"\x03\x00") == ([], b"\x03\x00")
+
+
+def test_gateway_rejects_an_action_type_without_its_table():
+    payload = fb_table(3, fields=lambda builder, _: builder.PrependUint8Slot(1, ACTION_STOP, 0))
+    with pytest.raises(DecodeError):
+        gateway.decode_http_req_call_resp(payload)
