@@ -3,15 +3,18 @@
 It is also the test oracle for the compiled twin, so every rule below is exact.
 
 Reading: a bounds-checked FlatBuffers table reader.  A table is the tuple
-``(pos, vt, vtsize, tblsize)``; every offset is checked against the buffer before it is followed.
+``(pos, vt, vtsize, tblsize)``; every offset is checked against the buffer before it is followed,
+and a uoffset of 0 (pointing at itself) is rejected, as the official verifier does.  Decoders copy
+a non-``bytes`` payload once, so lazy fields never see later changes to a reused buffer.
 
 Writing: one ``bytearray`` that starts with the 4-byte frame header, filled front to back.
 Layout of every payload (positions relative to the payload start)::
 
     [root uoffset][vtable][table inline][children, in slot order, depth first]...
 
-Each object (vtable, table, string, vector) starts 4-byte aligned, padding is zero.  A table's
-vtable comes right before it and has ``1 + highest present slot`` entries.  Inline fields follow
+Each object (vtable, table, string, vector) starts 4-byte aligned, padding is zero, and the
+payload ends with the last byte of its last object.  A table's vtable precedes it (2 bytes of
+padding between them when the slot count is odd) and has ``1 + highest present slot`` entries.  Inline fields follow
 the 4-byte soffset: first the 4-byte ones (uoffsets, uint32), then uint16, then ubyte, each group
 in slot order; the inline size is not padded.  Every scalar field of a table is written, zero or
 not; ``None`` leaves an optional string/vector/table field out.  Strings are NUL-terminated,
