@@ -15,7 +15,6 @@ from .protocol import INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR, METHODS
 
 __all__ = ["Request", "Response", "Headers", "Args"]
 
-_UNSET = object()
 _BODY = object()  # the body's key in the per-call ExtraInfo cache
 
 Pairs = Union[dict, List[Tuple[str, Optional[str]]]]
@@ -241,10 +240,11 @@ class _Call:
 
     def _extra_blocking(self, info_type, key, name, what):
         if get_ident() == self._thread:
+            instead = "request.var(name)" if info_type == INFO_VAR else "request.body()"
             raise RuntimeError(
                 "%s() waits for the gateway and would stall every call on the loop: use "
                 "'await %s' in an async def hook, or a plain def hook (which runs in a worker "
-                "thread)" % (what, "request.var(name)" if info_type == INFO_VAR else "request.body()"))
+                "thread)" % (what, instead))
         cache = self._cache
         if cache is None:
             cache = self._cache = {}

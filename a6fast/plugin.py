@@ -49,11 +49,11 @@ def parse_json_conf(text):
 class PluginSpec:
     """A loaded plugin: name, conf parser and resolved hooks (what the registry and chain use)."""
 
-    __slots__ = ("name", "source", "parse", "request_hook", "request_mode", "response_hook",
+    __slots__ = ("name", "module", "parse", "request_hook", "request_mode", "response_hook",
                  "response_mode", "fold_name")
 
     def __init__(self, name, parse, request_hook=None, request_mode=INLINE, response_hook=None,
-                 response_mode=INLINE, source=None, fold_name=False):
+                 response_mode=INLINE, module=None, fold_name=False):
         if not isinstance(name, str) or not name:
             raise TypeError("a plugin name must be a non-empty str, not %r" % (name,))
         if request_hook is None and response_hook is None:
@@ -64,7 +64,7 @@ class PluginSpec:
         self.request_mode = request_mode
         self.response_hook = response_hook
         self.response_mode = response_mode
-        self.source = source
+        self.module = module  # the defining module: a plugin counts only where defined
         # Official-runner plugins were matched case-insensitively.
         self.fold_name = fold_name
 
@@ -127,7 +127,7 @@ class Plugin:
         return conf
 
 
-def _spec_from_class(cls, source):
+def _spec_from_class(cls, module):
     name = cls.name
     instance = cls()
     inline = bool(getattr(cls, "inline", False))
@@ -137,7 +137,7 @@ def _spec_from_class(cls, source):
         name, _conf_parser(instance.parse_conf, getattr(cls, "json_conf", True)),
         request_hook=req, request_mode=hook_mode(req, inline) if req else INLINE,
         response_hook=resp, response_mode=hook_mode(resp, inline) if resp else INLINE,
-        source=source or cls.__module__)
+        module=module or cls.__module__)
 
 
 def plugin(name: str, *, phase: str = "request", inline: bool = False,
@@ -167,9 +167,9 @@ def plugin(name: str, *, phase: str = "request", inline: bool = False,
         parse = _conf_parser(conf, json_conf)
         module = getattr(fn, "__module__", None)
         if phase == "request":
-            spec = PluginSpec(name, parse, request_hook=fn, request_mode=mode, source=module)
+            spec = PluginSpec(name, parse, request_hook=fn, request_mode=mode, module=module)
         else:
-            spec = PluginSpec(name, parse, response_hook=fn, response_mode=mode, source=module)
+            spec = PluginSpec(name, parse, response_hook=fn, response_mode=mode, module=module)
         fn.__a6fast_plugin__ = spec
         return fn
     return decorate
@@ -194,6 +194,6 @@ def spec_of(obj, module_name=None):
         return None
     if not isinstance(spec, PluginSpec):
         return None
-    if module_name is not None and spec.source != module_name:
+    if module_name is not None and spec.module != module_name:
         return None
     return spec

@@ -35,6 +35,7 @@ class Registry:
     def __init__(self):
         self._plugins = {}
         self._folded = {}  # lower-cased name -> spec, for official-runner seed plugins
+        self._sources = {}  # name -> where it was loaded from (file, entry point, builtin)
         self.errors: List[Tuple[str, int, str]] = []
 
     @classmethod
@@ -62,6 +63,12 @@ class Registry:
             spec = self._folded.get(name.lower())
         return spec
 
+    def source(self, name: str) -> Optional[str]:
+        """Where the plugin loaded as ``name`` came from: a file path, an entry point, or
+        "builtin <module>"; None if not loaded."""
+        spec = self.get(name)
+        return None if spec is None else self._sources.get(spec.name)
+
     def __contains__(self, name):
         return self.get(name) is not None
 
@@ -80,17 +87,17 @@ class Registry:
             specs = [spec]
         added = []
         for spec in specs:
-            if self._register(spec, source or spec.source):
+            if self._register(spec, source or spec.module):
                 added.append(spec)
         return added
 
     def _register(self, spec, source):
-        first = self._plugins.get(spec.name)
-        if first is not None:
+        if spec.name in self._plugins:
             log.warning("plugin %r of %s ignored: already loaded from %s",
-                        spec.name, source, first.source)
+                        spec.name, source, self._sources[spec.name])
             return False
         self._plugins[spec.name] = spec
+        self._sources[spec.name] = source
         if spec.fold_name:
             self._folded.setdefault(spec.name.lower(), spec)
         log.debug("loaded plugin %r from %s", spec.name, source)

@@ -117,7 +117,7 @@ def _run_seed(request, plugin):
     _finish(request, req, reply)
 
 
-def _seed_spec(cls, source):
+def _seed_spec(cls, module):
     cls()  # fail at load time, not at the first PrepareConf, if it cannot be made
 
     def parse(text):
@@ -125,10 +125,10 @@ def _seed_spec(cls, source):
         plugin.config = parse_json_conf(text)
         return plugin
     return PluginSpec(cls.__name__.lower(), parse, request_hook=_run_seed,
-                      request_mode=THREAD, source=source, fold_name=True)
+                      request_mode=THREAD, module=module, fold_name=True)
 
 
-def _official_spec(cls, source):
+def _official_spec(cls, module):
     plugin = cls()
     name = plugin.name()
     if name is None:
@@ -146,7 +146,7 @@ def _official_spec(cls, source):
         plugin.filter(conf, req, reply)
         _finish(request, req, reply)
     run.__qualname__ = "%s.filter" % cls.__qualname__
-    return PluginSpec(name, parse, request_hook=run, request_mode=THREAD, source=source)
+    return PluginSpec(name, parse, request_hook=run, request_mode=THREAD, module=module)
 
 
 def spec_of(obj, module_name=None):

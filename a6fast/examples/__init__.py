@@ -22,7 +22,8 @@ def expect_object(conf, keys):
         raise ValueError("conf must be a JSON object, not %s" % type(conf).__name__)
     unknown = sorted(set(conf) - set(keys))
     if unknown:
-        raise ValueError("unknown conf key(s) %s; known: %s" % (", ".join(unknown), ", ".join(keys)))
+        raise ValueError("unknown conf key(s) %s; known: %s"
+                         % (", ".join(unknown), ", ".join(keys)))
     return conf
 
 
