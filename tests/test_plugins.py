@@ -3,6 +3,7 @@ objects decoded from gateway frames, answers decoded the way the gateway reads t
 import json
 import logging
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import a6fast
-from a6fast import futures, gateway
+from a6fast import compat, futures, gateway
 from a6fast.errors import ConfError, UnknownPlugin
 from a6fast.futures import Future
 from a6fast.protocol import (ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY,
@@ -88,6 +89,20 @@ def loop():
     yield loop
     futures.set_offload(None)
     pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def isolated_imports():
+    """Put sys.meta_path, sys.path and sys.modules back as they were: the apisix shims, any
+    ``apisix`` module and the loaded plugin files go."""
+    meta_path, path, modules = sys.meta_path[:], sys.path[:], set(sys.modules)
+    yield
+    compat.uninstall()
+    sys.meta_path[:] = meta_path
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if name == "apisix" or name.startswith(("apisix.", "a6fast_plugin_")):
+            del sys.modules[name]
 
 
 @pytest.fixture
@@ -764,7 +779,8 @@ def test_echo_vars_example_answers_vars_and_latin1_body_as_json(codec, ctx, buil
 
 def test_resp_header_example_sets_headers_keeping_the_others_and_the_status(codec, ctx,
                                                                           builtins):
-    chain = builtins.prepare([("resp-header", '{"set": {"x-a": "1", "x-drop": null}, "status": 201}')])
+    conf = '{"set": {"x-a": "1", "x-drop": null}, "status": 201}'
+    chain = builtins.prepare([("resp-header", conf)])
     answer = run_response(chain, http_resp(codec, headers=UPSTREAM), ctx)
     assert answer.status == 201
     assert sorted(answer.headers) == sorted(UPSTREAM[:3] + [("x-a", "1")])
@@ -783,7 +799,8 @@ def test_builtins_are_inline_or_async(builtins):
 # ---------------------------------------------------------------------------------------------
 # Loading plugin files
 
-def test_a_broken_plugin_file_is_logged_with_its_line_and_skipped(tmp_path, caplog):
+def test_a_broken_plugin_file_is_logged_with_its_line_and_skipped(tmp_path, caplog,
+                                                                 isolated_imports):
     (tmp_path / "good.py").write_text(
         "import a6fast\n\n@a6fast.plugin('good', inline=True)\ndef good(request, conf):\n"
         "    request.stop(204)\n")

@@ -1,0 +1,234 @@
+"""Plugins written for the official Python runner, loaded from files and served unchanged."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from a6fast import compat, gateway
+from a6fast.errors import ConfError, UnknownPlugin
+from a6fast.protocol import ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_VAR
+from a6fast.registry import Registry
+
+from test_plugins import (http_req, run_request,  # noqa: F401  (fixtures)
+                          ctx, isolated_imports, loop)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEED = os.path.join(HERE, "plugins", "seed")
+OFFICIAL = os.path.join(HERE, "plugins", "official")
+
+
+pytestmark = pytest.mark.usefixtures("isolated_imports")
+
+
+def load(*dirs):
+    registry = Registry.load(plugin_dirs=list(dirs), entry_points=False)
+    assert registry.errors == []
+    return registry
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed style: Base, filter(request, response), self.config
+
+def test_seed_plugin_setting_the_response_stops_the_request(codec, ctx):
+    chain = load(SEED).prepare([("stop", None)])
+    answer = run_request(chain, http_req(codec), ctx)
+    assert answer.action_type == ACTION_STOP
+    assert answer.stop == gateway.Stop(403, [("X-Resp-A6-Runner", "Python")],
+                                       b"Stopped by the seed plugin")
+
+
+def test_seed_plugin_reads_its_conf_through_self_config(codec, ctx):
+    chain = load(SEED).prepare([("stop", '{"status": 201, "body": "hi"}')])
+    assert run_request(chain, http_req(codec), ctx).stop.status == 201
+    assert run_request(chain, http_req(codec), ctx).stop.body == b"hi"
+
+
+def test_seed_plugin_setting_the_request_rewrites_it(codec, ctx):
+    chain = load(SEED).prepare([("rewrite", '{"drop": ["accept"]}')])
+    answer = run_request(chain, http_req(codec, headers=[("host", "h"), ("accept", "*/*")],
+                                         args=[("q", "1")]), ctx)
+    assert answer.action_type == ACTION_REWRITE
+    assert answer.rewrite == gateway.Rewrite(
+        "/a6/python/runner", [("accept", None), ("X-Resp-A6-Runner", "Python")],
+        [("a6_runner", "Python")], None, None)
+
+
+def test_seed_request_has_the_official_read_attributes(codec, ctx):
+    registry = load(SEED)
+    chain = registry.prepare([("InspectRequest", '{"k": [1]}')])  # names match lower-cased
+    req = http_req(codec, id=0, conf_token=9, method="DELETE", path="/x", src_ip="::1",
+                   headers=[("host", "h"), ("x-m", "1"), ("x-m", "2")],
+                   args=[("a", "1"), ("flag", None)])
+    seen = json.loads(run_request(chain, req, ctx).stop.body)
+    assert seen == {"name": "InspectRequest", "config": {"k": [1]}, "id": 0, "conf_token": 9,
+                    "method": "DELETE", "path": "/x",
+                    "src_ip": "0000:0000:0000:0000:0000:0000:0000:0001",
+                    "headers": {"host": "h", "x-m": "2"}, "args": {"a": "1", "flag": None}}
+
+
+@pytest.mark.parametrize("conf", [None, "", "[1, 2]", '"text"', "{}"])
+def test_seed_config_is_an_empty_dict_unless_the_conf_is_a_json_object(codec, ctx, conf):
+    chain = load(SEED).prepare([("inspectrequest", conf)])
+    assert json.loads(run_request(chain, http_req(codec), ctx).stop.body)["config"] == {}
+
+
+def test_seed_conf_that_is_not_json_is_rejected():
+    with pytest.raises(ConfError):
+        load(SEED).prepare([("stop", "{oops")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Official 0.2 style: PluginBase, name/config/filter(conf, req, reply)
+
+def test_official_plugin_changing_the_reply_stops_the_request(codec, ctx):
+    chain = load(OFFICIAL).prepare([("stop", "")])
+    assert run_request(chain, http_req(codec), ctx).stop == gateway.Stop(
+        403, [("X-Resp-A6-Runner", "Python")], b"Stopped by the official-style plugin")
+
+
+def test_official_plugin_changing_the_request_rewrites_it(codec, ctx):
+    chain = load(OFFICIAL).prepare([("rewrite", '{"uri": "/moved"}')])
+    answer = run_request(chain, http_req(codec, method="POST"), ctx)
+    assert answer.rewrite == gateway.Rewrite(
+        "/moved", [("X-Resp-A6-Runner", "Python"), ("X-Was-Post", "yes")],
+        [("a6_runner", "Python")], None, None)
+
+
+def test_official_plugin_gets_vars_and_body_as_text_from_a_worker_thread(codec, ctx):
+    chain = load(OFFICIAL).prepare([("fetch", '{"raw": true}')])
+    req = http_req(codec, id=3, conf_token=4, path="/f", src_ip="10.0.0.7",
+                   headers=[("host", "h")], args=[("a", "1")])
+    seen = json.loads(run_request(chain, req, ctx).stop.body)
+    assert seen == {"conf": '{"raw": true}', "remote_addr": "10.0.0.7", "missing": "",
+                    "body": "\udcffbody", "id": 3, "conf_token": 4, "addr": "10.0.0.7",
+                    "uri": "/f", "host": "h", "args": {"a": "1"}}
+    assert ctx.asked == [(INFO_VAR, "remote_addr"), (INFO_VAR, "no_such_var"),
+                         (INFO_REQ_BODY, None)]
+
+
+def test_official_config_parses_once_and_its_result_is_filters_conf(codec, ctx, tmp_path):
+    (tmp_path / "counted.py").write_text(
+        "from apisix.runner.plugin.core import PluginBase\n"
+        "CALLS = []\n\n"
+        "class Counted(PluginBase):\n"
+        "    def name(self):\n        return 'counted'\n\n"
+        "    def config(self, conf):\n        CALLS.append(conf)\n        return conf.upper()\n\n"
+        "    def filter(self, conf, req, reply):\n        req.set_header('x-conf', conf)\n")
+    chain = load(str(tmp_path)).prepare([("counted", "abc")])
+    for _ in range(2):
+        assert run_request(chain, http_req(codec), ctx).rewrite.headers == [("x-conf", "ABC")]
+    assert sys.modules["a6fast_plugin_counted"].CALLS == ["abc"]
+
+
+def test_a_failing_official_plugin_fails_the_call(codec, ctx, tmp_path):
+    (tmp_path / "broken.py").write_text(
+        "from apisix.runner.plugin.core import PluginBase\n\n"
+        "class Broken(PluginBase):\n"
+        "    def name(self):\n        return 'broken'\n\n"
+        "    def filter(self, conf, req, reply):\n        reply.set_body('half done')\n"
+        "        raise KeyError('oops')\n")
+    chain = load(str(tmp_path)).prepare([("broken", "")])
+    with pytest.raises(KeyError):
+        ctx.loop.settle(chain.call_request(http_req(codec), ctx))
+
+
+def test_official_plugins_run_in_worker_threads(codec, ctx, tmp_path):
+    (tmp_path / "where.py").write_text(
+        "import threading\n"
+        "from apisix.runner.plugin.core import PluginBase\n\n"
+        "class Where(PluginBase):\n"
+        "    def name(self):\n        return 'where'\n\n"
+        "    def filter(self, conf, req, reply):\n"
+        "        reply.set_body(str(threading.get_ident()))\n")
+    chain = load(str(tmp_path)).prepare([("where", "")])
+    body = run_request(chain, http_req(codec), ctx).stop.body
+    assert int(body) != threading.get_ident()
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry behaviour with plugin files
+
+def test_an_unknown_plugin_is_unknown_plugin():
+    with pytest.raises(UnknownPlugin):
+        load(SEED, OFFICIAL).prepare([("rewrite", None), ("say", None)])
+
+
+def test_a_user_plugin_takes_precedence_over_a_builtin_of_the_same_name(codec, ctx):
+    builtin = Registry.load(entry_points=False)
+    assert run_request(builtin.prepare([("stop", None)]), http_req(codec), ctx).stop.status == 200
+    registry = load(SEED)
+    assert registry.source("stop") == os.path.join(SEED, "stop.py")
+    assert run_request(registry.prepare([("stop", None)]), http_req(codec), ctx).stop.status == 403
+    assert "echo-vars" in registry.names()  # the other built-ins are still there
+
+
+def test_the_first_plugin_directory_wins_a_name_clash(codec, ctx):
+    registry = load(OFFICIAL, SEED)
+    assert registry.source("stop") == os.path.join(OFFICIAL, "stop.py")
+    assert "inspectrequest" in registry
+
+
+def test_our_own_plugin_files_load_beside_official_ones(codec, ctx, tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "import a6fast\n\n"
+        "@a6fast.plugin('mine', inline=True)\n"
+        "def mine(request, conf):\n    request.set_header('x-mine', '1')\n\n"
+        "class Tag(a6fast.Plugin):\n    name = 'tag'\n    inline = True\n\n"
+        "    def on_request(self, request, conf):\n        request.add_header('x-mine', '2')\n")
+    chain = load(str(tmp_path), OFFICIAL).prepare([("mine", None), ("tag", None), ("rewrite", "")])
+    assert run_request(chain, http_req(codec), ctx).rewrite.headers == [
+        ("x-mine", "1"), ("x-mine", "2"), ("X-Resp-A6-Runner", "Python")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The import shims
+
+def test_importing_a6fast_does_not_install_the_shims():
+    code = ("import sys, a6fast, a6fast.registry, a6fast.compat\n"
+            "assert not any(type(f).__name__ == 'ShimFinder' for f in sys.meta_path)\n"
+            "assert 'apisix' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(HERE))
+
+
+def test_without_a_real_apisix_a_synthetic_package_holds_the_shims():
+    compat.install()
+    import apisix
+    import apisix.runner.plugin.base
+    import apisix.runner.http.request
+    assert apisix.__spec__.loader is compat._finder
+    assert apisix.runner.plugin.base.Base is compat.Base
+    assert apisix.runner.http.request.Request is compat.Request
+
+
+def test_a_real_apisix_package_is_not_clobbered_by_the_shims(tmp_path):
+    real = tmp_path / "apisix"
+    (real / "plugins").mkdir(parents=True)
+    (real / "__init__.py").write_text("REAL = 'yes'\n")
+    (real / "plugins" / "__init__.py").write_text("")
+    (real / "plugins" / "thing.py").write_text("VALUE = 42\n")
+    sys.path.insert(0, str(tmp_path))
+    compat.install()
+
+    from apisix.runner.plugin.core import PluginBase
+    from apisix.runner.http.response import Response
+    import apisix
+    import apisix.plugins.thing
+
+    assert apisix.REAL == "yes" and apisix.__file__ == str(real / "__init__.py")
+    assert apisix.plugins.thing.VALUE == 42
+    assert PluginBase is compat.PluginBase and Response is compat.Response
+
+    compat.uninstall()
+    assert "apisix.runner" not in sys.modules and not hasattr(apisix, "runner")
+    assert sys.modules["apisix"] is apisix and apisix.REAL == "yes"
+
+
+def test_a_plugin_file_importing_an_unserved_runner_module_fails_to_load(tmp_path):
+    (tmp_path / "old.py").write_text("from apisix.runner.server.handle import Handle\n")
+    registry = Registry.load(plugin_dirs=[str(tmp_path)], entry_points=False, builtins=False)
+    assert registry.names() == []
+    [(file, line, message)] = registry.errors
+    assert file.endswith("old.py") and line == 1 and "ModuleNotFoundError" in message
