@@ -18,8 +18,8 @@ padding between them when the slot count is odd) and has ``1 + highest present s
 Inline fields follow the 4-byte soffset: first the 4-byte ones (uoffsets, uint32), then uint16,
 then ubyte, each group in slot order; the inline size is not padded.  Every scalar field of a
 table is written, zero or not; ``None`` leaves an optional string/vector/table field out.
-Strings are NUL-terminated, byte vectors are not.  A vector of TextEntry is ``[len][len uoffsets]`` followed by the entry
-tables, each followed by its name then value string.
+Strings are NUL-terminated, byte vectors are not.  A vector of TextEntry is
+``[len][len uoffsets]`` followed by the entry tables, each followed by its name then value.
 """
 import operator
 import struct
