@@ -865,3 +865,38 @@ def test_header_view_and_rewrite_match_a_simple_model(original, ops):
     assert set(sent) == touched
     for key in touched:
         assert sent[key] == (model[key] if key in model else [None])
+
+
+class FakeEntryPoint:
+    def __init__(self, name, load):
+        self.name, self.value, self._load = name, "pkg.mod:" + name, load
+
+    def load(self):
+        return self._load()
+
+
+def test_entry_points_load_plugins_and_a_broken_one_is_recorded(monkeypatch, codec, ctx):
+    import types
+    import a6fast.registry as registry_module
+
+    @a6fast.plugin("from-ep", inline=True)
+    def from_ep(request, conf):
+        request.stop(202)
+
+    module = types.ModuleType("ep_module")
+    exec("import a6fast\n\nclass Stop(a6fast.Plugin):\n    name = 'stop'\n    inline = True\n\n"
+         "    def on_request(self, request, conf):\n        request.stop(299)\n", module.__dict__)
+
+    def broken():
+        raise ImportError("no such package")
+
+    eps = [FakeEntryPoint("from-ep", lambda: from_ep), FakeEntryPoint("mod", lambda: module),
+           FakeEntryPoint("broken", broken)]
+    monkeypatch.setattr(registry_module, "_entry_points",
+                        lambda group: eps if group == "a6fast.plugins" else [])
+    registry = Registry.load()
+    assert {"from-ep", "stop", "echo-vars"} <= set(registry.names())
+    assert registry.source("stop") == "entry point mod = pkg.mod:mod"  # wins over the builtin
+    assert run_request(registry.prepare([("stop", None)]), http_req(codec), ctx).stop.status == 299
+    assert [(file, message) for file, _, message in registry.errors] == [
+        ("entry point broken = pkg.mod:broken", "ImportError: no such package")]
