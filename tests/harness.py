@@ -7,11 +7,14 @@ import subprocess
 import sys
 import time
 
+import a6fast
 from a6fast import gateway
 from a6fast.protocol import (CONF_TOKEN_NOT_FOUND, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR,
                              RPC_ERR, RPC_EXTRA_INFO, RPC_PREPARE_CONF)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the runner under test imports the same a6fast as these tests (source tree or installed)
+A6FAST_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(a6fast.__file__)))
 PLUGINS = os.path.join(HERE, "plugins")
 
 
@@ -24,6 +27,8 @@ class RunnerProcess:
         self.log_path = os.path.join(self.dir, "runner-%d.log" % time.monotonic_ns())
         full_env = dict(os.environ)
         full_env.pop("APISIX_LISTEN_ADDRESS", None)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [A6FAST_ROOT] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
         full_env.update(env or {})
         cmd = [sys.executable, "-m", "a6fast", "serve"]
         if "--listen" not in args and "--config" not in args and "APISIX_LISTEN_ADDRESS" not in (env or {}):
@@ -49,7 +54,8 @@ class RunnerProcess:
         raise RuntimeError("runner did not listen within %ss:\n%s" % (timeout, self.log()))
 
     def log(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 

@@ -4,6 +4,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
@@ -18,6 +19,8 @@ from .shared import SharedConfs
 __all__ = ["ServeOptions", "serve", "ListenError", "default_workers"]
 
 log = logging.getLogger("a6fast.server")
+
+_early_stop = []
 
 # The gateway sends SIGTERM, waits about 1 s, then SIGKILL: drain within that.
 DRAIN_SECONDS = 0.8
@@ -61,6 +64,9 @@ def serve(options, registry):
     from .. import codec
 
     _raise_fd_limit()
+    # a SIGTERM that comes before the loop is up still means a clean stop, never a default death
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, f: _early_stop.append(s))
     path = parse_listen_address(options.listen)
     sock, path = bind_unix(path, options.socket_mode, options.socket_group)
     identity = socket_identity(path)
@@ -103,6 +109,17 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None):
 
     loop.on_signal(signal.SIGTERM, stop)
     loop.on_signal(signal.SIGINT, stop)
+    if _early_stop:
+        stop()
+    if shared is not None and not sys.platform.startswith("linux"):
+        parent = os.getppid()
+
+        def watch_parent():  # where there is no PR_SET_PDEATHSIG
+            if os.getppid() != parent:
+                stop()
+            else:
+                loop.call_later(0.5, watch_parent)
+        loop.call_later(0.5, watch_parent)
 
     def done():
         return bool(stop_at) and (runner.busy() == 0 or time.monotonic() >= stop_at[0])

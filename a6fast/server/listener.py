@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import stat
+import time
 
 log = logging.getLogger("a6fast.server")
 
@@ -29,28 +30,38 @@ def parse_listen_address(address):
     return path
 
 
-def _remove_stale(path):
+def _listening(path):
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return False
+        raise ListenError("cannot check existing socket %s: %s" % (path, exc)) from exc
+    finally:
+        probe.close()
+
+
+def _remove_stale(path, checks=5, interval=0.2):
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise ListenError("%s exists and is not a socket; refusing to replace it" % path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        log.info("replacing stale socket %s", path)
-        os.unlink(path)
-        return
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            os.unlink(path)
+    # a runner that was just killed may take a moment to close its listener; a live one never does
+    for attempt in range(checks):
+        if not _listening(path):
+            log.info("replacing stale socket %s", path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
             return
-        raise ListenError("cannot check existing socket %s: %s" % (path, exc)) from exc
-    finally:
-        probe.close()
+        if attempt + 1 < checks:
+            time.sleep(interval)
     raise ListenError("another runner is serving %s; not taking its socket" % path)
 
 

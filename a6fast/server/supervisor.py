@@ -1,7 +1,9 @@
 """Several worker processes on one socket: the parent starts them, restarts one that dies, and
 stops them all on SIGTERM/SIGINT within the gateway's grace period."""
+import ctypes
 import logging
 import os
+import sys
 import select
 import signal
 import time
@@ -23,10 +25,12 @@ class Supervisor:
         self._restarts = []
 
     def spawn(self, slot):
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
             try:
+                _die_with_parent(parent)
                 signal.set_wakeup_fd(-1)
                 os.close(self._wake_r)
                 os.close(self._wake_w)
@@ -45,7 +49,9 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        flags = {"stop": False}
+        from . import _early_stop
+
+        flags = {"stop": bool(_early_stop)}
 
         def on_stop(signum, frame):
             flags["stop"] = True
@@ -126,6 +132,16 @@ class Supervisor:
         os.close(self._wake_r)
         os.close(self._wake_w)
         return 0
+
+
+def _die_with_parent(parent):
+    """The gateway SIGKILLs only the runner it started: its workers must not live on, holding the
+    socket.  Linux tells a child when its parent dies; elsewhere workers poll (see run_worker)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(0)
 
 
 def _describe(status):
