@@ -1,0 +1,307 @@
+"""The compiled codec and its pure twin agree, on everything.
+
+Writers: for random valid arguments both produce the same bytes, and the gateway's decoders read
+the inputs back; for random (often wrong) arguments both raise EncodeError or neither does.
+Readers: for gateway-encoded messages both read the inputs back; for random bytes and for
+mutated or truncated valid messages both give the same values, lazy fields forced, or both raise
+DecodeError, and nothing else ever escapes.
+"""
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from a6fast import _codec as compiled
+from a6fast import _codec_py as pure
+from a6fast import gateway
+from a6fast.errors import DecodeError, EncodeError
+from a6fast.protocol import (
+    ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR, RPC_ERR,
+    RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF,
+)
+
+U32_MAX = 0xFFFFFFFF
+CODECS = (compiled, pure)
+examples = settings(max_examples=300, deadline=None)
+
+# Text that survives UTF-8 with surrogateescape: no surrogates but the escaped bytes' own.
+chars = st.characters(blacklist_categories=("Cs",)) | st.characters(
+    min_codepoint=0xDC80, max_codepoint=0xDCFF)
+texts = st.text(chars, max_size=20) | st.binary(max_size=20)
+pairs = st.tuples(texts, st.none() | texts) | st.lists(texts, min_size=2, max_size=2)
+# Past 8 entries the compiled writer switches from inline storage to an allocation.
+entry_lists = st.lists(pairs, max_size=12) | st.lists(pairs, max_size=3).map(tuple)
+bodies = st.tuples(st.sampled_from([bytes, bytearray, memoryview]), st.binary(max_size=64)).map(
+    lambda made: made[0](made[1]))
+u32 = st.integers(0, U32_MAX)
+u16 = st.integers(0, 0xFFFF)
+
+
+def as_text(value):
+    """What a reader returns for a written string: its UTF-8 bytes decoded, escapes kept."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return bytes(value).decode("utf-8", "surrogateescape")
+
+
+def as_entries(entries):
+    if entries is None:
+        return None
+    return [(as_text(name), as_text(value)) for name, value in entries]
+
+
+def as_body(body):
+    return None if body is None else bytes(body)
+
+
+def both(writer, *args):
+    """The frame both writers make, checked identical, and its payload."""
+    frame = getattr(compiled, writer)(*args)
+    assert frame == getattr(pure, writer)(*args)
+    for codec in CODECS:
+        assert codec.decode_header(frame) == (frame[0], len(frame) - 4)
+    return frame[0], frame[4:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers: identical bytes, read back by the gateway
+
+@examples
+@given(code=st.integers(0, 2))
+def test_err_frames_agree_and_carry_the_code(code):
+    rpc_type, payload = both("encode_err", code)
+    assert rpc_type == RPC_ERR and gateway.decode_err(payload) == code
+
+
+@examples
+@given(conf_token=u32)
+def test_prepare_conf_resp_frames_agree_and_carry_the_token(conf_token):
+    rpc_type, payload = both("encode_prepare_conf_resp", conf_token)
+    assert rpc_type == RPC_PREPARE_CONF
+    assert gateway.decode_prepare_conf_resp(payload) == conf_token
+
+
+@examples
+@given(id=u32)
+def test_no_action_frames_agree_and_carry_the_id(id):
+    rpc_type, payload = both("encode_no_action", id)
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload) == (id, ACTION_NONE, None, None)
+
+
+@examples
+@given(id=u32, status=u16, headers=st.none() | entry_lists, body=st.none() | bodies)
+def test_stop_frames_agree_and_read_back(id, status, headers, body):
+    rpc_type, payload = both("encode_stop", id, status, headers, body)
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload) == (
+        id, ACTION_STOP, gateway.Stop(status, as_entries(headers), as_body(body)), None)
+
+
+@examples
+@given(id=u32, path=st.none() | texts, headers=st.none() | entry_lists,
+       args=st.none() | entry_lists, resp_headers=st.none() | entry_lists,
+       body=st.none() | bodies)
+def test_rewrite_frames_agree_and_read_back(id, path, headers, args, resp_headers, body):
+    rpc_type, payload = both("encode_rewrite", id, path, headers, args, resp_headers, body)
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload) == (id, ACTION_REWRITE, None, gateway.Rewrite(
+        as_text(path), as_entries(headers), as_entries(args), as_entries(resp_headers),
+        as_body(body)))
+
+
+@examples
+@given(id=u32, status=u16, headers=st.none() | entry_lists, body=st.none() | bodies)
+def test_http_resp_call_resp_frames_agree_and_read_back(id, status, headers, body):
+    rpc_type, payload = both("encode_http_resp_call_resp", id, status, headers, body)
+    assert rpc_type == RPC_HTTP_RESP_CALL
+    assert gateway.decode_http_resp_call_resp(payload) == (
+        id, status, as_entries(headers), as_body(body))
+
+
+@examples
+@given(name=texts)
+def test_extra_info_var_frames_agree_and_name_the_var(name):
+    rpc_type, payload = both("encode_extra_info_var", name)
+    assert rpc_type == RPC_EXTRA_INFO
+    assert gateway.decode_extra_info_req(payload) == (INFO_VAR, as_text(name))
+
+
+def test_extra_info_body_frames_agree_and_ask_for_the_body():
+    _, payload = both("encode_extra_info_req_body")
+    assert gateway.decode_extra_info_req(payload) == (INFO_REQ_BODY, None)
+    _, payload = both("encode_extra_info_resp_body")
+    assert gateway.decode_extra_info_req(payload) == (INFO_RESP_BODY, None)
+
+
+# Writers given anything: the same frame or EncodeError from both.
+
+odd_ints = st.sampled_from([-1, U32_MAX + 1, 2 ** 64, 0x10000, 3, 1.0, "1", None, True, b"\x01"])
+any_int = u32 | odd_ints
+odd_texts = st.sampled_from([None, 5, 1.5, "\ud800", "a\udc7f", bytearray(b"ba"),
+                             memoryview(b"mv"), ["x"]])
+any_text = texts | odd_texts
+odd_pairs = st.sampled_from(["ab", ("a", "b", "c"), (None, "v"), ("n", 1), (1, "v"), ("n",), 7])
+any_entries = st.none() | entry_lists | st.sampled_from(
+    ["ab", b"ab", 5, {"a": "b"}, [("a", "b"), "cd"]]) | st.lists(pairs | odd_pairs, max_size=4)
+any_body = st.none() | bodies | st.sampled_from(["text", 12, [1, 2], bytearray(3)])
+WRITERS = {
+    "encode_err": (any_int,),
+    "encode_prepare_conf_resp": (any_int,),
+    "encode_no_action": (any_int,),
+    "encode_stop": (any_int, any_int, any_entries, any_body),
+    "encode_rewrite": (any_int, st.none() | any_text, any_entries, any_entries, any_entries,
+                       any_body),
+    "encode_http_resp_call_resp": (any_int, any_int, any_entries, any_body),
+    "encode_extra_info_var": (any_text,),
+}
+
+
+def write_outcome(codec, writer, args):
+    try:
+        return getattr(codec, writer)(*args)
+    except EncodeError:
+        return EncodeError
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), writer=st.sampled_from(sorted(WRITERS)))
+def test_writers_agree_on_any_arguments(data, writer):
+    args = tuple(data.draw(arg) for arg in WRITERS[writer])
+    assert write_outcome(compiled, writer, args) == write_outcome(pure, writer, args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers: gateway-encoded messages read back, and any bytes read alike
+
+ip_bytes = st.none() | st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16)
+
+
+@st.composite
+def prepare_conf_reqs(draw):
+    conf, key = draw(st.none() | entry_lists), draw(st.none() | texts)
+    return gateway.encode_prepare_conf_req(conf, key=key)[4:], (as_entries(conf) or [],
+                                                                as_text(key))
+
+
+@st.composite
+def http_req_calls(draw):
+    id, conf_token, method = draw(u32), draw(u32), draw(st.integers(0, 14))
+    path, src_ip = draw(st.none() | texts), draw(ip_bytes)
+    args, headers = draw(st.none() | entry_lists), draw(st.none() | entry_lists)
+    frame = gateway.encode_http_req_call_req(id, conf_token, method=method, path=path,
+                                             src_ip=src_ip, args=args, headers=headers)
+    return frame[4:], (id, method, conf_token, as_text(path), src_ip,
+                       as_entries(args) or [], as_entries(headers) or [])
+
+
+@st.composite
+def http_resp_calls(draw):
+    id, conf_token, status = draw(u32), draw(u32), draw(u16)
+    headers = draw(st.none() | entry_lists)
+    frame = gateway.encode_http_resp_call_req(id, conf_token, status=status, headers=headers)
+    return frame[4:], (id, status, conf_token, as_entries(headers) or [])
+
+
+@st.composite
+def extra_info_resps(draw):
+    result = draw(st.none() | st.binary(max_size=64))
+    return gateway.encode_extra_info_resp(result)[4:], (result,)
+
+
+MESSAGES = {
+    "prepare_conf_req": prepare_conf_reqs(),
+    "http_req_call": http_req_calls(),
+    "http_resp_call": http_resp_calls(),
+    "extra_info_resp": extra_info_resps(),
+}
+FIELDS = {
+    "prepare_conf_req": ("conf", "key"),
+    "http_req_call": ("id", "method", "conf_token", "path", "src_ip", "args", "headers"),
+    "http_resp_call": ("id", "status", "conf_token", "headers"),
+}
+
+
+def read_outcome(codec, kind, payload):
+    """Every field of the decoded message, each a value or DecodeError; DecodeError for the whole
+    message when the decoder itself refuses it.  Lazy fields are read twice: a good one must come
+    back the same, a corrupt one must raise again."""
+    try:
+        message = getattr(codec, "decode_" + kind)(payload)
+    except DecodeError:
+        return DecodeError
+    if kind == "extra_info_resp":
+        return (message,)
+    values = []
+    for _ in range(2):
+        for name in FIELDS[kind]:
+            try:
+                values.append(getattr(message, name))
+            except DecodeError:
+                values.append(DecodeError)
+    half = len(values) // 2
+    assert values[:half] == values[half:]
+    return tuple(values[:half])
+
+
+@examples
+@given(data=st.data(), kind=st.sampled_from(sorted(MESSAGES)))
+def test_gateway_messages_read_back_through_both_decoders(data, kind):
+    payload, expected = data.draw(MESSAGES[kind])
+    for codec in CODECS:
+        assert read_outcome(codec, kind, payload) == expected
+
+
+# Offsets and lengths most likely to sit on a bound.
+INTERESTING_U32 = [0, 1, 2, 3, 4, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFC, U32_MAX]
+
+
+@st.composite
+def mutated(draw, message):
+    """A valid payload with some bytes changed, u32s overwritten or its tail cut off."""
+    payload = bytearray(draw(message)[0])
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(payload) - 1))
+        how = draw(st.sampled_from(["byte", "bit", "u32", "u16", "cut"]))
+        if how == "byte":
+            payload[at] = draw(st.integers(0, 255))
+        elif how == "bit":
+            payload[at] ^= 1 << draw(st.integers(0, 7))
+        elif how == "u32" and at + 4 <= len(payload):
+            value = draw(st.sampled_from(INTERESTING_U32) | st.integers(0, len(payload) + 8))
+            struct.pack_into("<I", payload, at, value)
+        elif how == "u16" and at + 2 <= len(payload):
+            struct.pack_into("<H", payload, at, draw(st.integers(0, 0xFFFF)))
+        elif how == "cut":
+            del payload[at:]
+            if not payload:
+                break
+    return bytes(payload)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(sorted(MESSAGES)))
+def test_mutated_messages_decode_alike(data, kind):
+    payload = data.draw(mutated(MESSAGES[kind]))
+    assert read_outcome(compiled, kind, payload) == read_outcome(pure, kind, payload)
+
+
+@examples
+@given(payload=st.binary(max_size=96), kind=st.sampled_from(sorted(MESSAGES)))
+def test_random_bytes_decode_alike(payload, kind):
+    assert read_outcome(compiled, kind, payload) == read_outcome(pure, kind, payload)
+
+
+@examples
+@given(data=st.binary(max_size=12), offset=st.integers(-2, 14) | st.sampled_from(
+    [2 ** 63, -2 ** 63, 2 ** 70, None, 1.0]))
+def test_frame_headers_decode_alike(data, offset):
+    outcomes = []
+    for codec in CODECS:
+        try:
+            outcomes.append(codec.decode_header(data, offset))
+        except DecodeError:
+            outcomes.append(DecodeError)
+    assert outcomes[0] == outcomes[1]
