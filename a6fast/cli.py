@@ -107,5 +107,13 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, co
     sys.exit(status)
 
 
+def _add_lazy_commands():
+    from .loadgen import bench_command
+
+    main.add_command(bench_command, "bench")
+
+
+_add_lazy_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
