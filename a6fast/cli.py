@@ -28,7 +28,7 @@ def read_config_file(path):
     socket_file = (data.get("socket") or {}).get("file")
     if socket_file:
         socket_file = str(socket_file)
-        if socket_file.startswith("$env."):
+        if socket_file.startswith(("$env.", "$env:")):  # both spellings appear in its docs
             socket_file = os.environ.get(socket_file[5:], "")
         if socket_file:
             out["listen"] = socket_file
