@@ -235,10 +235,11 @@ def test_listen_address_comes_from_apisix_env(tmp_path):
         assert proc.stop() == 0
 
 
-def test_official_config_yaml_is_accepted(tmp_path):
+@pytest.mark.parametrize("spelling", ["$env.APISIX_LISTEN_ADDRESS", "$env:APISIX_LISTEN_ADDRESS"])
+def test_official_config_yaml_is_accepted(tmp_path, spelling):
     path = str(tmp_path / "cfg.sock")
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("socket:\n  file: $env.APISIX_LISTEN_ADDRESS\nlogging:\n  level: debug\n")
+    cfg.write_text("socket:\n  file: %s\nlogging:\n  level: debug\n" % spelling)
     proc = RunnerProcess(tmp_path, "--config", str(cfg), env={"APISIX_LISTEN_ADDRESS": "unix:" + path},
                          sock_name="cfg.sock")
     try:
