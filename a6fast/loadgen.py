@@ -627,6 +627,7 @@ def _parse_var(ctx, param, values):
 @click.option("--key", default=DEFAULT_KEY, show_default=True,
               help="PrepareConf key (the runner may de-duplicate confs by it).")
 @click.option("--token", "conf_token", type=click.IntRange(0, 0xFFFFFFFF), default=None,
+              metavar="N",
               help="Skip PrepareConf and send this conf_token (e.g. one the runner does not "
                    "know, to measure its CONF_TOKEN_NOT_FOUND path).")
 @click.option("-c", "--connections", type=click.IntRange(1, 100000), default=16,
