@@ -108,6 +108,10 @@ class LoadSpec:
     verify: bool = False
 
 
+# Error kinds that are answers (the call was answered, wrongly), unlike closed connections.
+_ANSWER_ERRORS = ("Err ", "answer type", "bad answer")
+
+
 @dataclass
 class LoadResult:
     """What one run measured; latencies in nanoseconds, sorted."""
@@ -126,11 +130,8 @@ class LoadResult:
     @property
     def ok(self):
         """Calls answered with an HTTPReqCall answer (and, with --verify, a well-formed one)."""
-        return self.answered - sum(n for kind, n in self.errors.items() if kind in self.answer_kinds)
-
-    @property
-    def answer_kinds(self):
-        return {kind for kind in self.errors if kind.startswith(("Err ", "answer type", "bad answer"))}
+        return self.answered - sum(count for kind, count in self.errors.items()
+                                   if kind.startswith(_ANSWER_ERRORS))
 
     @property
     def calls_per_s(self):
@@ -155,7 +156,8 @@ class LoadResult:
             "conf_token": self.conf_token, "connections": self.connections,
             "processes": self.processes, "seconds": round(self.seconds, 3),
             "calls": self.answered, "ok": self.ok, "calls_per_s": round(self.calls_per_s, 1),
-            "p50_us": round(self.percentile_us(0.5), 1), "p99_us": round(self.percentile_us(0.99), 1),
+            "p50_us": round(self.percentile_us(0.5), 1),
+            "p99_us": round(self.percentile_us(0.99), 1),
             "max_us": round(self.max_us, 1), "errors": dict(self.errors),
             "extra_info": self.extra_info, "frame_size": self.frame_size,
             "loadgen_cpu_us_per_call": round(self.cpu_seconds * 1e6 / max(1, self.answered), 2),
