@@ -20,6 +20,8 @@ from a6fast.protocol import (
     RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF,
 )
 
+from fuzz_codec import comparable, decode_all  # tests/fuzz_codec.py, the same reading
+
 U32_MAX = 0xFFFFFFFF
 CODECS = (compiled, pure)
 examples = settings(max_examples=300, deadline=None)
@@ -217,33 +219,11 @@ MESSAGES = {
     "http_resp_call": http_resp_calls(),
     "extra_info_resp": extra_info_resps(),
 }
-FIELDS = {
-    "prepare_conf_req": ("conf", "key"),
-    "http_req_call": ("id", "method", "conf_token", "path", "src_ip", "args", "headers"),
-    "http_resp_call": ("id", "status", "conf_token", "headers"),
-}
 
 
 def read_outcome(codec, kind, payload):
-    """Every field of the decoded message, each a value or DecodeError; DecodeError for the whole
-    message when the decoder itself refuses it.  Lazy fields are read twice: a good one must come
-    back the same, a corrupt one must raise again."""
-    try:
-        message = getattr(codec, "decode_" + kind)(payload)
-    except DecodeError:
-        return DecodeError
-    if kind == "extra_info_resp":
-        return (message,)
-    values = []
-    for _ in range(2):
-        for name in FIELDS[kind]:
-            try:
-                values.append(getattr(message, name))
-            except DecodeError:
-                values.append(DecodeError)
-    half = len(values) // 2
-    assert values[:half] == values[half:]
-    return tuple(values[:half])
+    """Every field, lazy ones forced (twice), each a value or DecodeError; or DecodeError."""
+    return comparable(decode_all(codec, kind, payload))
 
 
 @examples
