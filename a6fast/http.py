@@ -191,7 +191,8 @@ def _as_bytes(body):
     if type(body) is bytes:
         return body
     if isinstance(body, str):
-        return body.encode("utf-8")
+        # the escapes var() made of undecodable bytes turn back into those bytes
+        return body.encode("utf-8", "surrogateescape")
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     raise TypeError("a body must be str or bytes, not %s" % type(body).__name__)

@@ -108,5 +108,6 @@ class Response:
         elif isinstance(body, (bytes, bytearray, memoryview)):
             body = bytes(body)
         else:
-            body = str(body).encode("utf-8")
+            # get_body()/get_var() text of undecodable bytes goes back as those bytes
+            body = str(body).encode("utf-8", "surrogateescape")
         return int(self._status_code or 200), pairs or None, body
