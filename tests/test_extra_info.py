@@ -309,3 +309,27 @@ def test_connection_closed_while_an_async_plugin_awaits_extra_info(tmp_path):
     assert log.count("peer closed the connection mid-call") == 10, log
     assert "internal error" not in log and "Traceback" not in log, log
 
+
+def test_connection_closed_while_a_thread_waits_in_get_var_releases_the_thread(tmp_path):
+    # The worker thread must be handed CancelledError when the connection goes, not held
+    # until the call timeout: a few such calls would otherwise take every thread of the pool.
+    note = tmp_path / "note"
+    proc = RunnerProcess(tmp_path, "--plugins", EXTRA, "--workers", "1", "--call-timeout", "30")
+    try:
+        with proc.gateway() as gw:
+            token = gw.prepare([("var-then-note", json.dumps({"note": str(note)}))], "note")
+        with proc.gateway() as gone:
+            gone.send(gateway.encode_http_req_call_req(3, token))
+            assert gone.read()[0] == RPC_EXTRA_INFO
+        closed = time.monotonic()
+        while not note.exists() and time.monotonic() < closed + 5:
+            time.sleep(0.01)
+        released = time.monotonic() - closed
+        assert note.exists(), "the thread is still blocked in get_var() %.1fs later" % released
+        assert note.read_text() == "raised CancelledError"
+        assert released < 2, released
+        with proc.gateway(vars={"remote_addr": "10.0.0.2"}) as gw:
+            assert stop_of(gw.call(token)).body == b"value '10.0.0.2'"
+    finally:
+        status = proc.stop()
+    assert status == 0, proc.log()

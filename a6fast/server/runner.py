@@ -259,9 +259,7 @@ class Connection:
         log.error("%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
                   RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
         self.stale_extra += len(call.waiters)
-        self.finish(call)
-        if call.task is not None:
-            call.task.cancel()
+        self.abandon(call)
         self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
         if not self.closed and not self.in_read:
             self.process()
@@ -272,6 +270,18 @@ class Connection:
             call.timer.cancel()
         if self.call is call:
             self.call = None
+
+    def abandon(self, call):
+        """Give up on a call that will not be answered by its plugins.
+
+        The ExtraInfo futures are cancelled too: a worker thread blocked in get_var()/get_body()
+        gets CancelledError now, instead of holding a pool thread until the call's deadline."""
+        self.finish(call)
+        if call.task is not None:
+            call.task.cancel()
+        waiters, call.waiters = call.waiters, []
+        for future in waiters:
+            future.cancel()
 
     def call_failed(self, call, exc):
         name = RPC_NAMES[call.rpc_type]
@@ -347,9 +357,7 @@ class Connection:
         self.closed = True
         call = self.call
         if call is not None:
-            self.finish(call)
-            if call.task is not None:
-                call.task.cancel()
+            self.abandon(call)
         self.runner.forget(self)
         try:
             self.sock.close()
