@@ -22,6 +22,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from .errors import DecodeError, EncodeError
+from .protocol import METHODS
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -202,18 +203,23 @@ cdef class HTTPReqCallReq:
         self._read(payload)
 
     cdef int _read(self, object payload) except -1:
+        # All or nothing: the table and its buffer must never come from different payloads.
         cdef bytes buf = _snapshot(payload)
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
-        cdef uint32_t method
-        self._have = 0
-        _open_root(p, PyBytes_GET_SIZE(buf), &self._t)
-        method = _scalar(p, &self._t, 2, 1)
+        cdef _Table t
+        cdef uint32_t id, method, conf_token
+        _open_root(p, PyBytes_GET_SIZE(buf), &t)
+        method = _scalar(p, &t, 2, 1)
         if method > METHOD_MAX:
             raise DecodeError("unknown method %d" % method)
-        self.id = _scalar(p, &self._t, 0, 4)
+        id = _scalar(p, &t, 0, 4)
+        conf_token = _scalar(p, &t, 6, 4)
+        self.id = id
         self.method = method
-        self.conf_token = _scalar(p, &self._t, 6, 4)
+        self.conf_token = conf_token
+        self._t = t
         self._buf = buf
+        self._have = 0
         return 0
 
     # A failed decode is not cached, so a corrupt field raises again on every access.
@@ -254,8 +260,8 @@ cdef class HTTPReqCallReq:
         return self._headers
 
     def __repr__(self):
-        return "HTTPReqCallReq(id=%d, conf_token=%d, method=%d)" % (
-            self.id, self.conf_token, self.method)
+        return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
+            self.id, self.conf_token, METHODS[self.method])
 
 
 def decode_http_req_call(payload):
@@ -284,12 +290,18 @@ cdef class HTTPRespCallReq:
     cdef int _read(self, object payload) except -1:
         cdef bytes buf = _snapshot(payload)
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
-        self._have = 0
-        _open_root(p, PyBytes_GET_SIZE(buf), &self._t)
-        self.id = _scalar(p, &self._t, 0, 4)
-        self.status = _scalar(p, &self._t, 1, 2)
-        self.conf_token = _scalar(p, &self._t, 3, 4)
+        cdef _Table t
+        cdef uint32_t id, status, conf_token
+        _open_root(p, PyBytes_GET_SIZE(buf), &t)
+        id = _scalar(p, &t, 0, 4)
+        status = _scalar(p, &t, 1, 2)
+        conf_token = _scalar(p, &t, 3, 4)
+        self.id = id
+        self.status = status
+        self.conf_token = conf_token
+        self._t = t
         self._buf = buf
+        self._have = 0
         return 0
 
     @property
