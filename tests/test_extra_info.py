@@ -11,9 +11,9 @@ import pytest
 
 from a6fast import gateway
 from a6fast.protocol import (ACTION_STOP, INFO_REQ_BODY, INFO_VAR, RPC_EXTRA_INFO,
-                             RPC_HTTP_REQ_CALL)
+                             RPC_HTTP_REQ_CALL, SERVICE_UNAVAILABLE)
 
-from harness import PLUGINS, RunnerProcess
+from harness import PLUGINS, RunnerProcess, err_code
 
 EXTRA = os.path.join(PLUGINS, "extra")
 MiB = 1 << 20
@@ -333,3 +333,21 @@ def test_connection_closed_while_a_thread_waits_in_get_var_releases_the_thread(t
     finally:
         status = proc.stop()
     assert status == 0, proc.log()
+
+
+def test_answer_withheld_past_the_call_timeout_fails_closed_and_the_late_answer_is_dropped(
+        tmp_path):
+    proc = RunnerProcess(tmp_path, "--plugins", EXTRA, "--workers", "1", "--call-timeout", "0.3")
+    try:
+        with proc.gateway(vars={"remote_addr": "10.0.0.3"}) as gw:
+            token = gw.prepare([("echo-var", '{"name": "remote_addr"}')], "echo-var#remote_addr")
+            gw.send(gateway.encode_http_req_call_req(1, token))
+            rpc_type, request = gw.read()
+            assert rpc_type == RPC_EXTRA_INFO
+            assert err_code(gw.read()) == SERVICE_UNAVAILABLE  # never the plugin's answer
+            gw.answer_extra_info(request)  # too late: the runner must not take it for a call
+            assert stop_of(gw.call(token, id=2)).body == b"10.0.0.3"
+    finally:
+        status = proc.stop()
+    assert status == 0, proc.log()
+    assert "did not answer within 0.3s" in proc.log()
