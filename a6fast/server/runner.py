@@ -190,7 +190,7 @@ class Connection:
                 return
             chain = runner.confs.get(req.conf_token, runner.loop.now)
             if chain is None:
-                self.fail(CONF_TOKEN_NOT_FOUND, None)
+                self.token_not_found(RPC_HTTP_REQ_CALL, req.conf_token)
                 return
             self.run_call(RPC_HTTP_REQ_CALL, req, chain.call_request)
         elif rpc_type == RPC_PREPARE_CONF:
@@ -203,7 +203,7 @@ class Connection:
                 return
             chain = runner.confs.get(req.conf_token, runner.loop.now)
             if chain is None:
-                self.fail(CONF_TOKEN_NOT_FOUND, None)
+                self.token_not_found(RPC_HTTP_RESP_CALL, req.conf_token)
                 return
             self.run_call(RPC_HTTP_RESP_CALL, req, chain.call_response)
         elif rpc_type == RPC_EXTRA_INFO and self.stale_extra:
@@ -211,6 +211,14 @@ class Connection:
         else:
             self.fail(BAD_REQUEST, "unexpected frame of %s (%d bytes)",
                       RPC_NAMES.get(rpc_type, "unknown type %d" % rpc_type), len(payload))
+
+    def token_not_found(self, rpc_type, conf_token):
+        if conf_token == 0:
+            # Never issued (tokens skip 0): not a token the gateway should prepare again, but no
+            # call at all, such as another message's payload under this type.
+            self.fail(BAD_REQUEST, "%s without a conf_token", RPC_NAMES[rpc_type])
+        else:
+            self.fail(CONF_TOKEN_NOT_FOUND, None)
 
     def run_call(self, rpc_type, req, run):
         call = Call(self, rpc_type, req.id)

@@ -1,0 +1,190 @@
+"""Tools for the hostile-input, fault and socket-safety tests: frame surgery, what a runner's
+processes hold (/proc), and timing a good call while something else goes on."""
+import os
+import socket
+import struct
+import threading
+import time
+
+from a6fast import gateway
+from a6fast.protocol import RPC_HTTP_REQ_CALL
+
+FAULT_PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "faults")
+
+
+# Frames -----------------------------------------------------------------------------------------
+
+def frame(rpc_type, payload):
+    """A frame around ``payload`` with an honest length."""
+    return bytes([rpc_type]) + len(payload).to_bytes(3, "big") + payload
+
+
+def u32(buf, at):
+    return struct.unpack_from("<I", buf, at)[0]
+
+
+def put_u32(buf, at, value):
+    struct.pack_into("<I", buf, at, value)
+
+
+def root_of(payload):
+    return u32(payload, 0)
+
+
+def vtable_of(payload):
+    root = root_of(payload)
+    return root - struct.unpack_from("<i", payload, root)[0]
+
+
+def field_at(payload, table, slot):
+    """Where field ``slot`` of the table at ``table`` sits (it must be present)."""
+    vtable = table - struct.unpack_from("<i", payload, table)[0]
+    offset = struct.unpack_from("<H", payload, vtable + 4 + 2 * slot)[0]
+    assert offset, "slot %d is absent" % slot
+    return table + offset
+
+
+def target_of(payload, at):
+    """The object a uoffset stored at ``at`` points to."""
+    return at + u32(payload, at)
+
+
+def req_call_payload(token, headers=(("a", "1"), ("b", "2")), path="/p", id=1):
+    """A writable HTTPReqCall payload (no frame header) with headers and a path."""
+    return bytearray(gateway.encode_http_req_call_req(id, token, path=path, headers=list(headers))[4:])
+
+
+def req_call_frame(payload):
+    return frame(RPC_HTTP_REQ_CALL, bytes(payload))
+
+
+# Processes --------------------------------------------------------------------------------------
+
+def children(pid):
+    """Direct children of ``pid`` (its worker processes)."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return out
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                out += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def family(pid):
+    """``pid`` and its workers."""
+    return [pid] + children(pid)
+
+
+def alive(pid):
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def fd_count(pids):
+    """Open file descriptors of all ``pids`` together."""
+    total = 0
+    for pid in pids:
+        total += len(os.listdir("/proc/%d/fd" % pid))
+    return total
+
+
+def rss_kib(pids):
+    """Resident memory of all ``pids`` together, in KiB."""
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def wait_until(predicate, timeout, interval=0.02):
+    """Poll ``predicate`` until true or ``timeout`` s passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def settled_fd_count(pids, baseline, timeout=5.0):
+    """The fd count once it is back at ``baseline`` (or whatever it is after ``timeout``)."""
+    counts = []
+
+    def back():
+        counts.append(fd_count(pids))
+        return counts[-1] <= baseline
+    wait_until(back, timeout)
+    return counts[-1]
+
+
+def raise_fd_limit(need):
+    """This test process must hold ``need`` sockets at once."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+
+
+# Timing -----------------------------------------------------------------------------------------
+
+class LatencyProbe:
+    """A thread making one good call every ``interval`` s on its own connection, timing each."""
+
+    def __init__(self, path, token, interval=0.005):
+        self.path = path
+        self.token = token
+        self.interval = interval
+        self.latencies = []
+        self.failures = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5.0)
+            sock.connect(self.path)
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                request = gateway.encode_http_req_call_req(n, self.token, path="/probe")
+                start = time.perf_counter()
+                try:
+                    sock.sendall(request)
+                    rpc_type, payload = gateway.read_frame(sock)
+                except OSError as exc:
+                    self.failures.append(repr(exc))
+                    return
+                self.latencies.append(time.perf_counter() - start)
+                if rpc_type != RPC_HTTP_REQ_CALL or gateway.decode_http_req_call_resp(payload).id != n:
+                    self.failures.append((rpc_type, payload))
+                self._stop.wait(self.interval)
+
+    def summary(self):
+        """(calls, median s, 90th percentile s, max s)."""
+        values = sorted(self.latencies)
+        if not values:
+            return 0, None, None, None
+        return (len(values), values[len(values) // 2], values[int(len(values) * 0.9)], values[-1])

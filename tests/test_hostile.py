@@ -1,0 +1,291 @@
+"""Malformed bytes over a real socket: every bad frame with an intact boundary is answered with a
+type 0 Err frame (never anything the gateway would read as success), a broken boundary closes
+only that connection, each is logged with its reason, and the log is not flooded."""
+import random
+import re
+import socket
+import time
+
+import pytest
+
+from a6fast import gateway
+from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
+                             RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF)
+
+from faultkit import (FAULT_PLUGINS, field_at, frame, put_u32, req_call_frame, req_call_payload,
+                      root_of, target_of, u32, vtable_of)
+from harness import RunnerProcess, err_code
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    proc = RunnerProcess(tmp_path_factory.mktemp("hostile"), "--plugins", FAULT_PLUGINS,
+                         "--workers", "1", "--call-timeout", "5")
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def tokens(runner):
+    with runner.gateway() as gw:
+        return {name: gw.prepare([(name, "{}")], "route#" + name)
+                for name in ("echo", "count-headers", "add-header")}
+
+
+def assert_still_serving(runner, token):
+    with runner.gateway() as gw:
+        rpc_type, payload = gw.call(token, id=42, path="/alive")
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    resp = gateway.decode_http_req_call_resp(payload)
+    assert (resp.id, resp.action_type, resp.stop.body) == (42, ACTION_STOP, b"/alive")
+
+
+def wait_for_log(runner, pattern, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        log = runner.log()
+        if re.search(pattern, log) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.02)
+
+
+# Frames whose boundary is intact ----------------------------------------------------------------
+
+@pytest.mark.parametrize("rpc_type", [RPC_ERR, RPC_PREPARE_CONF, RPC_HTTP_REQ_CALL, RPC_EXTRA_INFO,
+                                      RPC_HTTP_RESP_CALL, 5, 127, 255])
+def test_zero_length_payload_of_any_type_is_bad_request(runner, tokens, rpc_type):
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(frame(rpc_type, b""))) == BAD_REQUEST
+        # the same connection goes on
+        assert gw.call(tokens["echo"], path="/next")[0] == RPC_HTTP_REQ_CALL
+
+
+@pytest.mark.parametrize("rpc_type", [5, 6, 64, 128, 255])
+def test_unknown_rpc_type_is_bad_request(runner, tokens, rpc_type):
+    payload = req_call_payload(tokens["echo"])
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(frame(rpc_type, bytes(payload)))) == BAD_REQUEST
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+
+
+def test_prepare_conf_payload_sent_as_http_req_call_is_bad_request(runner, tokens):
+    prepare = gateway.encode_prepare_conf_req([("echo", "{}")], "route#confused")
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(frame(RPC_HTTP_REQ_CALL, prepare[4:]))) == BAD_REQUEST
+        assert err_code(gw.roundtrip(frame(RPC_HTTP_RESP_CALL, prepare[4:]))) == BAD_REQUEST
+    assert_still_serving(runner, tokens["echo"])
+
+
+def test_http_resp_call_payload_sent_as_http_req_call_is_bad_request(runner, tokens):
+    resp_call = gateway.encode_http_resp_call_req(5, tokens["echo"], status=200,
+                                                  headers=[("a", "1")])
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(frame(RPC_HTTP_REQ_CALL, resp_call[4:]))) == BAD_REQUEST
+
+
+def test_extra_info_answer_outside_a_call_is_bad_request(runner, tokens):
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(gateway.encode_extra_info_resp(b"stray"))) == BAD_REQUEST
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+
+
+def _corrupt(token, how):
+    """An HTTPReqCall payload of ``token`` with one offset or length made hostile."""
+    p = req_call_payload(token)
+    root = root_of(p)
+    if how == "root beyond the end":
+        put_u32(p, 0, len(p) + 64)
+    elif how == "root 0xFFFFFFFF":
+        put_u32(p, 0, 0xFFFFFFFF)
+    elif how == "vtable beyond the end":
+        put_u32(p, root, (root - len(p) - 64) & 0xFFFFFFFF)  # soffset: vtable = root - soffset
+    elif how == "vtable before the start":
+        put_u32(p, root, root + 64)
+    elif how == "vtable size beyond the end":
+        vtable = vtable_of(p)
+        p[vtable:vtable + 2] = (0xFFF0).to_bytes(2, "little")
+    elif how == "table size beyond the end":
+        vtable = vtable_of(p)
+        p[vtable + 2:vtable + 4] = (0xFFF0).to_bytes(2, "little")
+    elif how == "conf_token field beyond the end":
+        vtable = vtable_of(p)
+        p[vtable + 4 + 12:vtable + 4 + 14] = (0xFFF0).to_bytes(2, "little")
+    else:
+        raise AssertionError(how)
+    return p
+
+
+@pytest.mark.parametrize("how", ["root beyond the end", "root 0xFFFFFFFF", "vtable beyond the end",
+                                 "vtable before the start", "vtable size beyond the end",
+                                 "table size beyond the end", "conf_token field beyond the end"])
+def test_root_and_vtable_offsets_outside_the_buffer_are_bad_request(runner, tokens, how):
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(req_call_frame(_corrupt(tokens["echo"], how)))) == BAD_REQUEST
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+
+
+NEAR_2_31 = [0x3FFFFFFF, 0x40000000, 0x40000001, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
+
+
+@pytest.mark.parametrize("length", NEAR_2_31)
+def test_path_string_length_near_2_31_read_by_a_plugin_is_bad_request(runner, tokens, length):
+    p = req_call_payload(tokens["echo"])
+    put_u32(p, target_of(p, field_at(p, root_of(p), 3)), length)
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(req_call_frame(p))) == BAD_REQUEST
+
+
+def test_path_string_offset_outside_the_buffer_read_by_a_plugin_is_bad_request(runner, tokens):
+    p = req_call_payload(tokens["echo"])
+    at = field_at(p, root_of(p), 3)
+    put_u32(p, at, len(p) - at + 8)
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(req_call_frame(p))) == BAD_REQUEST
+
+
+def _corrupt_headers(token, how, length=None):
+    p = req_call_payload(token)
+    at = field_at(p, root_of(p), 5)
+    vector = target_of(p, at)
+    if how == "vector offset outside":
+        put_u32(p, at, len(p) - at + 4)
+    elif how == "vector offset 0xFFFFFFF0":
+        put_u32(p, at, 0xFFFFFFF0)
+    elif how == "vector length":
+        put_u32(p, vector, length)
+    elif how == "entry offset outside":
+        put_u32(p, vector + 4, len(p))
+    elif how == "entry name offset outside":
+        entry = target_of(p, vector + 4)
+        name_at = field_at(p, entry, 0)
+        put_u32(p, name_at, len(p) - name_at + 16)
+    elif how == "entry value length near 2^31":
+        entry = target_of(p, vector + 4)
+        put_u32(p, target_of(p, field_at(p, entry, 1)), 0x7FFFFFFF)
+    else:
+        raise AssertionError(how)
+    return p
+
+
+HEADER_CORRUPTIONS = [("vector offset outside", None), ("vector offset 0xFFFFFFF0", None),
+                      ("entry offset outside", None), ("entry name offset outside", None),
+                      ("entry value length near 2^31", None)] + [
+    ("vector length", n) for n in NEAR_2_31]
+
+
+@pytest.mark.parametrize("how,length", HEADER_CORRUPTIONS)
+@pytest.mark.parametrize("plugin", ["count-headers", "add-header"])
+def test_plugin_touching_a_corrupt_headers_vector_gets_bad_request_never_an_action(
+        runner, tokens, plugin, how, length):
+    p = _corrupt_headers(tokens[plugin], how, length)
+    with runner.gateway() as gw:
+        assert err_code(gw.roundtrip(req_call_frame(p))) == BAD_REQUEST
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL  # the connection goes on
+
+
+def test_corrupt_headers_vector_no_plugin_reads_does_not_fail_the_call(runner, tokens):
+    # Fields are decoded lazily: what no plugin looks at cannot sway its decision.
+    p = _corrupt_headers(tokens["echo"], "vector length", 0x7FFFFFFF)
+    with runner.gateway() as gw:
+        rpc_type, payload = gw.roundtrip(req_call_frame(p))
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload).stop.body == b"/p"
+
+
+def test_random_payloads_each_get_exactly_one_err_answer(runner, tokens):
+    rnd = random.Random(20261122)
+    good = bytes(req_call_payload(tokens["count-headers"]))
+    with runner.gateway() as gw:
+        for i in range(400):
+            rpc_type = rnd.choice([RPC_ERR, RPC_PREPARE_CONF, RPC_HTTP_REQ_CALL, RPC_EXTRA_INFO,
+                                   RPC_HTTP_RESP_CALL, rnd.randrange(5, 256)])
+            if i % 2:
+                payload = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 200)))
+            else:  # a valid message with a few bytes changed: gets past the first checks
+                payload = bytearray(good)
+                for _ in range(rnd.randint(1, 4)):
+                    payload[rnd.randrange(len(payload))] = rnd.randrange(256)
+                payload = bytes(payload)
+                if rpc_type == RPC_PREPARE_CONF:
+                    rpc_type = RPC_HTTP_REQ_CALL
+            answer_type, answer = gw.roundtrip(frame(rpc_type, payload))
+            if rpc_type == RPC_PREPARE_CONF and answer_type == RPC_PREPARE_CONF:
+                continue  # random bytes may well be a PrepareConf of an empty conf list
+            if answer_type == RPC_HTTP_REQ_CALL and rpc_type == RPC_HTTP_REQ_CALL:
+                # a mutation that left the message valid (it touched padding, say): the plugin
+                # read every header, so the headers were well-formed
+                resp = gateway.decode_http_req_call_resp(answer)
+                assert resp.action_type == ACTION_STOP and resp.stop.status == 200
+                continue
+            assert answer_type == RPC_ERR, (i, rpc_type, payload, answer_type, answer)
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+    assert_still_serving(runner, tokens["echo"])
+
+
+# Frames whose boundary is broken ----------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 10])
+def test_peer_closing_mid_frame_closes_only_that_connection(runner, tokens, cut):
+    whole = req_call_frame(req_call_payload(tokens["echo"]))
+    with runner.gateway() as other:
+        with runner.gateway() as gw:
+            gw.send(whole[:cut])
+            time.sleep(0.02)
+        assert other.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+
+
+def test_random_byte_stream_then_close_leaves_other_connections_served(runner, tokens):
+    rnd = random.Random(7)
+    with runner.gateway() as other:
+        for _ in range(5):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+                raw.connect(runner.path)
+                raw.sendall(bytes(rnd.randrange(256) for _ in range(4096)))
+                time.sleep(0.01)
+        assert other.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+    assert_still_serving(runner, tokens["echo"])
+
+
+def test_call_frame_while_the_runner_waits_for_extra_info_closes_that_connection(runner, tokens):
+    with runner.gateway() as gw:
+        token = gw.prepare([("var-async", "{}")], "route#var-async")
+        gw.send(gateway.encode_http_req_call_req(1, token))
+        assert gw.read()[0] == RPC_EXTRA_INFO
+        gw.send(gateway.encode_http_req_call_req(2, token))  # not the answer it waits for
+        with pytest.raises((EOFError, ConnectionError)):
+            gw.read()
+    assert_still_serving(runner, tokens["echo"])
+
+
+# The log ----------------------------------------------------------------------------------------
+
+def test_each_refusal_is_logged_with_its_reason(tmp_path):
+    proc = RunnerProcess(tmp_path, "--plugins", FAULT_PLUGINS, "--workers", "1")
+    try:
+        with proc.gateway() as gw:
+            headers = gw.prepare([("count-headers", "{}")], "route#count-headers")
+            var = gw.prepare([("var-async", "{}")], "route#var-async")
+            prepare = gateway.encode_prepare_conf_req([("echo", "{}")], "route#confused")
+            err_code(gw.roundtrip(frame(77, b"junk")))
+            err_code(gw.roundtrip(frame(RPC_HTTP_REQ_CALL, b"")))
+            err_code(gw.roundtrip(frame(RPC_HTTP_REQ_CALL, prepare[4:])))
+            err_code(gw.roundtrip(req_call_frame(_corrupt_headers(headers, "vector length",
+                                                                  0x7FFFFFFF))))
+            gw.send(gateway.encode_http_req_call_req(9, var))
+            assert gw.read()[0] == RPC_EXTRA_INFO
+            gw.send(gateway.encode_http_req_call_req(10, var))
+            with pytest.raises((EOFError, ConnectionError)):
+                gw.read()
+        with proc.gateway() as gw:
+            gw.send(req_call_frame(req_call_payload(headers))[:10])
+        reasons = ["unexpected frame of unknown type 77 (4 bytes)",
+                   "undecodable HTTPReqCall",
+                   "HTTPReqCall without a conf_token",
+                   "HTTPReqCall id=1: corrupt field",
+                   "protocol error: HTTPReqCall frame while waiting for an ExtraInfo answer",
+                   "peer closed the connection mid-frame"]
+        log = wait_for_log(proc, "mid-frame")
+        for reason in reasons:
+            assert reason in log, (reason, log)
+    finally:
+        assert proc.stop() == 0
