@@ -71,11 +71,11 @@ def test_conf_is_kept_for_expire_seconds_after_last_use(store):
 def test_store_is_bounded_dropping_least_recently_used(store):
     clock = store.clock_obj
     tokens = [store.put("k%d" % i, [("stop", str(i))]) for i in range(100)]
-    store.get(tokens[0], clock.now + 1)  # most recently used now
+    store.get(tokens[0], clock.now + 5)  # most recently used now
     store.put("k-new", [("stop", "new")])
     assert len(store) == 100
-    assert store.get(tokens[0], clock.now + 2) is not None
-    assert store.get(tokens[1], clock.now + 2) is None
+    assert store.get(tokens[0], clock.now + 6) is not None
+    assert store.get(tokens[1], clock.now + 6) is None
     assert store.evicted_early == 1
 
 

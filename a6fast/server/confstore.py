@@ -127,7 +127,7 @@ class ConfStore:
         conf = self._by_token.get(token)
         if conf is None:
             return self._load_shared(token, now) if self.shared is not None else None
-        if conf.last_used != now:
+        if now - conf.last_used > 1.0:  # the LRU order need not be finer than a second
             self._use(conf, now)
         return conf.chain
 
