@@ -289,3 +289,29 @@ def test_each_refusal_is_logged_with_its_reason(tmp_path):
             assert reason in log, (reason, log)
     finally:
         assert proc.stop() == 0
+
+
+def test_thousands_of_bad_frames_do_not_flood_the_log(tmp_path):
+    proc = RunnerProcess(tmp_path, "--plugins", FAULT_PLUGINS, "--workers", "1")
+    try:
+        with proc.gateway() as gw:
+            token = gw.prepare([("echo", "{}")], "route#echo")
+            before = len(proc.log().splitlines())
+            bad = frame(9, b"junk")
+            start = time.monotonic()
+            for _ in range(10):
+                gw.send(bad * 500)
+                for _ in range(500):
+                    assert err_code(gw.read()) == BAD_REQUEST
+            elapsed = time.monotonic() - start
+            assert gw.call(token)[0] == RPC_HTTP_REQ_CALL
+        log = wait_for_log(proc, r"more warnings about bad frames and connections suppressed")
+        lines = log.splitlines()[before:]
+        warned = [line for line in lines if "answering BAD_REQUEST" in line]
+        summaries = [int(m.group(1)) for m in
+                     (re.search(r"(\d+) more warnings about bad frames", line) for line in lines) if m]
+        # at most 20 lines a second get through (the rest are counted, not lost)
+        assert 1 <= len(warned) <= 20 * (int(elapsed) + 2), (len(warned), elapsed)
+        assert summaries and len(warned) + sum(summaries) == 5000
+    finally:
+        assert proc.stop() == 0

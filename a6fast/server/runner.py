@@ -15,6 +15,7 @@ from ..futures import CancelledError, Future
 from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_BODY,
                         INFO_RESP_BODY, INFO_VAR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
                         RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, SERVICE_UNAVAILABLE)
+from .loglimit import LogLimiter
 from .loop import READ, WRITE
 
 log = logging.getLogger("a6fast.server")
@@ -278,8 +279,9 @@ class Connection:
     def call_timed_out(self, call):
         if not call.live:
             return
-        log.error("%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
-                  RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
+        self.runner.plugin_log.error(
+            "%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
+            RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
         self.stale_extra += len(call.waiters)
         self.abandon(call)
         self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
@@ -316,8 +318,9 @@ class Connection:
             self.fail(SERVICE_UNAVAILABLE, "%s id=%d: call abandoned", name, call.id)
         else:
             self.runner.stats_errors += 1
-            log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE", name, call.id,
-                      exc_info=(type(exc), exc, exc.__traceback__))
+            self.runner.plugin_log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE",
+                                         name, call.id,
+                                         exc_info=(type(exc), exc, exc.__traceback__))
             self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
 
     def on_extra_info(self, call, payload):
@@ -331,7 +334,9 @@ class Connection:
 
     def fail(self, code, reason, *args):
         if reason is not None:
-            log.warning("answering %s: " + reason, ERR_NAMES[code], *args)
+            # A peer can cause one of these per frame, a broken plugin one per call: rate-limited.
+            limiter = self.runner.peer_log if code == BAD_REQUEST else self.runner.plugin_log
+            limiter.warning("answering %s: " + reason, ERR_NAMES[code], *args)
         self.send(_ERR_FRAMES[code])
 
     # output -------------------------------------------------------------------------------------
@@ -375,7 +380,7 @@ class Connection:
         if self.closed:
             return
         if reason:
-            log.warning("closing connection %d: %s", self.fd, reason)
+            self.runner.peer_log.warning("closing connection %d: %s", self.fd, reason)
         self.closed = True
         call = self.call
         if call is not None:
@@ -400,6 +405,10 @@ class Runner:
         self.accepting = True
         self.stats_calls = 0
         self.stats_errors = 0
+        self.peer_log = LogLimiter(log, "warnings about bad frames and connections",
+                                   schedule=loop.call_later)
+        self.plugin_log = LogLimiter(log, "errors about plugins and confs",
+                                     schedule=loop.call_later)
         # several workers share the listener: wake one of them per connection, not all
         loop.add_reader(listener.fileno(), self.on_accept, exclusive=exclusive)
         self._sweeper = loop.call_later(SWEEP_SECONDS, self.sweep)
@@ -413,7 +422,7 @@ class Runner:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept a connection: %s", exc)
+                    self.peer_log.error("cannot accept a connection: %s", exc)
                     return
                 raise
             sock.setblocking(False)
@@ -433,19 +442,22 @@ class Runner:
             conf = req.conf
             key = req.key
         except DecodeError as exc:
-            log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
+            self.peer_log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
             return _ERR_FRAMES[BAD_REQUEST]
         try:
             token = self.confs.put(key, conf)
         except UnknownPlugin as exc:
-            log.error("answering BAD_REQUEST: PrepareConf (key %r) names plugin %r, which is not "
-                      "loaded (loaded: %s)", key, exc.name, ", ".join(sorted(self.registry.names())))
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) names plugin %r, "
+                                  "which is not loaded (loaded: %s)", key, exc.name,
+                                  ", ".join(sorted(self.registry.names())))
             return _ERR_FRAMES[BAD_REQUEST]
         except ConfError as exc:
-            log.error("answering BAD_REQUEST: PrepareConf (key %r) rejected: %s", key, exc)
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) rejected: %s",
+                                  key, exc)
             return _ERR_FRAMES[BAD_REQUEST]
         except Exception:  # noqa: BLE001  a plugin's conf hook failing is still a bad conf
-            log.exception("answering BAD_REQUEST: PrepareConf (key %r) failed", key)
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) failed", key,
+                                  exc_info=True)
             return _ERR_FRAMES[BAD_REQUEST]
         log.debug("PrepareConf key %r -> conf_token %d", key, token)
         return codec.encode_prepare_conf_resp(token)
