@@ -176,7 +176,7 @@ def test_the_cache_lasts_one_call_only(runner):
 
 class Others:
     """Connections making ``answer-path`` calls (no ExtraInfo) in rounds, all at once, from one
-    thread; every call's latency is kept."""
+    thread; every call's latency is kept, and every answer checked after the timed part."""
 
     def __init__(self, path, token, count):
         self.token = token
@@ -190,17 +190,23 @@ class Others:
             self.selector.register(sock, selectors.EVENT_READ)
         self.next_id = 1000
         self.latencies = []
+        self.answers = []  # (call id, answer frame)
         self.round()  # every connection accepted and served once before anything is measured
         self.latencies.clear()
 
     def round(self):
-        sent = {}
+        # The client's own work stays out of the measured span: frames are made before it,
+        # answers decoded after the run (check()).
+        frames = []
         for sock in self.socks:
             call_id = self.next_id
             self.next_id += 1
-            path = "/c%d" % call_id
-            sock.sendall(gateway.encode_http_req_call_req(call_id, self.token, path=path))
-            sent[sock] = (time.perf_counter(), call_id, path.encode(), b"")
+            frames.append((sock, call_id, gateway.encode_http_req_call_req(
+                call_id, self.token, path="/c%d" % call_id)))
+        sent = {}
+        for sock, call_id, frame in frames:
+            sent[sock] = (time.perf_counter(), call_id, b"")
+            sock.sendall(frame)
         deadline = time.monotonic() + 5
         while sent:
             assert time.monotonic() < deadline, "calls left unanswered: %d" % len(sent)
@@ -208,16 +214,22 @@ class Others:
                 sock = key.fileobj
                 data = sock.recv(65536)
                 assert data, "the runner closed a connection"
-                started, call_id, path, buf = sent[sock]
-                frames, rest = gateway.split_frames(buf + data)
-                if not frames:
-                    sent[sock] = (started, call_id, path, rest)
+                started, call_id, buf = sent[sock]
+                buf += data
+                if len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[1:4], "big"):
+                    sent[sock] = (started, call_id, buf)
                     continue
                 self.latencies.append(time.perf_counter() - started)
-                assert len(frames) == 1 and not rest
-                resp = gateway.decode_http_req_call_resp(frames[0][1])
-                assert (resp.id, resp.stop.body) == (call_id, path)
+                self.answers.append((call_id, buf))
                 del sent[sock]
+
+    def check(self):
+        """Every answer is the Stop its call asked for, and nothing more."""
+        for call_id, buf in self.answers:
+            frames, rest = gateway.split_frames(buf)
+            assert len(frames) == 1 and not rest
+            resp = gateway.decode_http_req_call_resp(frames[0][1])
+            assert (resp.id, resp.stop.body) == (call_id, b"/c%d" % call_id)
 
     def close(self):
         self.selector.close()
@@ -252,6 +264,7 @@ def run_while_withheld(runner, conf, key, vars, hold=0.2, others=49):
                     break
                 held.answer_extra_info(payload)
             duration = time.perf_counter() - started
+        crowd.check()
         return crowd.latencies, duration, stop_of((rpc_type, payload))
     finally:
         crowd.close()
@@ -264,26 +277,37 @@ def report(what, latencies):
         latencies[int(len(latencies) * 0.99)] * 1e3, latencies[-1] * 1e3))
 
 
+def assert_no_call_stalled(runner, what, conf, key, vars, check_answer, attempts=5):
+    """Every other call made while the answer was withheld took under 20 ms.
+
+    A loop stalled by the waiting call would hold every call of the window until the answer
+    came (200 ms), in every attempt; a busy machine can still preempt the runner for a few ms
+    now and then, so one clean attempt out of ``attempts`` decides."""
+    worst = []
+    for _ in range(attempts):
+        latencies, duration, stop = run_while_withheld(runner, conf, key, vars)
+        report(what, latencies)
+        check_answer(stop)
+        assert duration >= 0.2
+        assert len(latencies) >= 3 * 49  # several rounds went by while it waited
+        if max(latencies) < 0.020:
+            return
+        worst.append(sorted(latencies)[-5:])
+    raise AssertionError("calls took 20 ms or more in every attempt: %s" % worst)
+
+
 def test_async_plugin_awaiting_a_withheld_var_stalls_no_other_connection(runner):
-    latencies, duration, stop = run_while_withheld(
-        runner, [("echo-var", '{"name": "remote_addr"}')], "echo-var#remote_addr",
-        {"remote_addr": "10.9.9.9"})
-    report("async plugin withheld", latencies)
-    assert stop.body == b"10.9.9.9"
-    assert duration >= 0.2
-    assert len(latencies) >= 3 * 49  # several rounds went by while it waited
-    assert max(latencies) < 0.020, sorted(latencies)[-5:]
+    def check(stop):
+        assert stop.body == b"10.9.9.9"
+    assert_no_call_stalled(runner, "async plugin withheld", [("echo-var", '{"name": "remote_addr"}')],
+                           "echo-var#remote_addr", {"remote_addr": "10.9.9.9"}, check)
 
 
 def test_threaded_official_plugin_blocked_in_get_var_stalls_no_other_connection(runner):
-    latencies, duration, stop = run_while_withheld(
-        runner, [("official-vars", "")], "official-vars",
-        {"remote_addr": "10.8.8.8", "route_id": "r3"})
-    report("official plugin withheld", latencies)
-    assert json.loads(stop.body) == {"remote_addr": "10.8.8.8", "route_id": "r3"}
-    assert duration >= 0.2
-    assert len(latencies) >= 3 * 49
-    assert max(latencies) < 0.020, sorted(latencies)[-5:]
+    def check(stop):
+        assert json.loads(stop.body) == {"remote_addr": "10.8.8.8", "route_id": "r3"}
+    assert_no_call_stalled(runner, "official plugin withheld", [("official-vars", "")],
+                           "official-vars", {"remote_addr": "10.8.8.8", "route_id": "r3"}, check)
 
 
 # ---------------------------------------------------------------------------------------------
