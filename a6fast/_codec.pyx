@@ -15,6 +15,7 @@ from cpython.list cimport PyList_Check
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
+from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact
 from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicode_CheckExact,
                               PyUnicode_DecodeUTF8)
@@ -28,12 +29,7 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     const char* PyUnicode_DATA(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
-    object PySequence_Fast(object o, const char* message)
-    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
-    PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
-
-cdef extern from *:
-    ctypedef struct PyObject
+    PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)   # a list's or tuple's item
 
 cdef enum:
     MAX_PAYLOAD = 0xFFFFFF
