@@ -1,11 +1,17 @@
 """Tools for the hostile-input, fault and socket-safety tests: frame surgery, what a runner's
 processes hold (/proc), and timing a good call while something else goes on."""
+import contextlib
+import json
 import os
+import resource
+import select
 import socket
 import struct
-import threading
+import subprocess
+import sys
 import time
 
+import a6fast
 from a6fast import gateway
 from a6fast.protocol import RPC_HTTP_REQ_CALL
 
@@ -110,6 +116,13 @@ def rss_kib(pids):
     return total
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time ``pid`` has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(predicate, timeout, interval=0.02):
     """Poll ``predicate`` until true or ``timeout`` s passed; its last value."""
     deadline = time.monotonic() + timeout
@@ -133,54 +146,54 @@ def settled_fd_count(pids, baseline, timeout=5.0):
 
 def raise_fd_limit(need):
     """This test process must hold ``need`` sockets at once."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
 
 
+@contextlib.contextmanager
+def child_fd_limit(limit):
+    """Processes started inside may open at most ``limit`` file descriptors (soft and hard limit,
+    so the runner cannot raise it)."""
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        return real(*args, **kwargs)
+    subprocess.Popen = popen
+    try:
+        yield
+    finally:
+        subprocess.Popen = real
+
+
 # Timing -----------------------------------------------------------------------------------------
 
 class LatencyProbe:
-    """A thread making one good call every ``interval`` s on its own connection, timing each."""
+    """Another process making one good call every ``interval`` s on its own connection, timing
+    each (a process of its own, so that this one's threads and GIL do not add to its timings)."""
 
-    def __init__(self, path, token, interval=0.005):
-        self.path = path
-        self.token = token
-        self.interval = interval
+    def __init__(self, path, token, interval=0.005, min_calls=5):
+        self.args = [path, str(token), str(interval), str(min_calls)]
         self.latencies = []
         self.failures = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._proc = None
 
     def __enter__(self):
-        self._thread.start()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(a6fast.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "probe"] + self.args,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        ready = self._proc.stdout.readline()
+        assert ready == b"ready\n", ready
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5.0)
-            sock.connect(self.path)
-            n = 0
-            while not self._stop.is_set():
-                n += 1
-                request = gateway.encode_http_req_call_req(n, self.token, path="/probe")
-                start = time.perf_counter()
-                try:
-                    sock.sendall(request)
-                    rpc_type, payload = gateway.read_frame(sock)
-                except OSError as exc:
-                    self.failures.append(repr(exc))
-                    return
-                self.latencies.append(time.perf_counter() - start)
-                if rpc_type != RPC_HTTP_REQ_CALL or gateway.decode_http_req_call_resp(payload).id != n:
-                    self.failures.append((rpc_type, payload))
-                self._stop.wait(self.interval)
+        out, _ = self._proc.communicate(timeout=30)
+        result = json.loads(out)
+        self.latencies = result["latencies"]
+        self.failures = result["failures"]
 
     def summary(self):
         """(calls, median s, 90th percentile s, max s)."""
@@ -188,3 +201,38 @@ class LatencyProbe:
         if not values:
             return 0, None, None, None
         return (len(values), values[len(values) // 2], values[int(len(values) * 0.9)], values[-1])
+
+
+def _probe(path, token, interval, min_calls):
+    token, interval, min_calls = int(token), float(interval), int(min_calls)
+    latencies, failures = [], []
+    stopping = False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5.0)
+        sock.connect(path)
+        n = 0
+        while not (stopping and len(latencies) >= min_calls) and len(failures) < 5:
+            n += 1
+            request = gateway.encode_http_req_call_req(n, token, path="/probe")
+            start = time.perf_counter()
+            try:
+                sock.sendall(request)
+                rpc_type, payload = gateway.read_frame(sock)
+            except (OSError, EOFError) as exc:
+                failures.append(repr(exc))
+                break
+            latencies.append(time.perf_counter() - start)
+            if rpc_type != RPC_HTTP_REQ_CALL or gateway.decode_http_req_call_resp(payload).id != n:
+                failures.append(repr((rpc_type, payload)))
+            if n == 1:
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+            if not stopping and select.select([sys.stdin], [], [], interval)[0]:
+                stopping = not sys.stdin.buffer.read1(64)
+    if not latencies:
+        sys.stdout.write("ready\n")
+    sys.stdout.write(json.dumps({"latencies": latencies, "failures": failures}))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["probe"]:
+    _probe(*sys.argv[2:])

@@ -145,7 +145,7 @@ class ConfStore:
         key, entries = found
         try:
             chain = self.prepare(entries, key)
-        except Exception:  # noqa: BLE001  another worker accepted it; here it is just unknown
+        except BaseException:  # noqa: B902  another worker accepted it; here it is just unknown
             log.exception("conf_token %d from another worker does not prepare here", token)
             return None
         return self._add(token, key, entries, chain, now).chain

@@ -455,7 +455,7 @@ class Runner:
             self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) rejected: %s",
                                   key, exc)
             return _ERR_FRAMES[BAD_REQUEST]
-        except Exception:  # noqa: BLE001  a plugin's conf hook failing is still a bad conf
+        except BaseException:  # noqa: B902  a conf hook failing, even by sys.exit(), is a bad conf
             self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) failed", key,
                                   exc_info=True)
             return _ERR_FRAMES[BAD_REQUEST]
