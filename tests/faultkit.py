@@ -167,6 +167,22 @@ def child_fd_limit(limit):
         subprocess.Popen = real
 
 
+@contextlib.contextmanager
+def low_priority(niceness=10):
+    """This thread runs at a lower CPU priority inside: on a machine of two cores, a test's own
+    load generator must not take the CPU from the runner it loads (on Linux, nice is per
+    thread; root may restore it afterwards)."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, before + niceness)
+    try:
+        yield
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, before)
+        except PermissionError:
+            pass
+
+
 # Timing -----------------------------------------------------------------------------------------
 
 class LatencyProbe:

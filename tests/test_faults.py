@@ -13,7 +13,8 @@ from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, CONF_TOKEN_NOT_FOUND, RPC
                              RPC_HTTP_REQ_CALL, SERVICE_UNAVAILABLE)
 
 from faultkit import (FAULT_PLUGINS, LatencyProbe, alive, children,
-                      family, fd_count, raise_fd_limit, rss_kib, settled_fd_count, wait_until)
+                      family, fd_count, low_priority, raise_fd_limit, rss_kib, settled_fd_count,
+                      wait_until)
 from harness import PrepareFailed, RunnerProcess, err_code
 
 # A good call on another connection is answered within this while a fault goes on (median; the
@@ -58,6 +59,8 @@ def stop_of(answer):
 
 def assert_good_calls_were_fast(probe):
     calls, median, p90, worst = probe.summary()
+    print("good calls meanwhile: %d, median %.2f ms, p90 %.2f ms, max %.2f ms"
+          % (calls, median * 1e3, p90 * 1e3, worst * 1e3))
     assert not probe.failures, probe.failures[:3]
     assert calls >= 3, "the probe made %d calls" % calls
     assert median < GOOD_CALL_SECONDS, "good calls: median %.1f ms, p90 %.1f ms, max %.1f ms" % (
@@ -173,7 +176,7 @@ def assert_nothing_leaked(pids, fds, rss, rss_slack_kib=8 * 1024):
 def test_peer_closing_mid_call_leaks_nothing(runner, prepare, plugin, when):
     token = prepare(plugin, '{"seconds": 0.2}' if plugin == "sleeps" else "{}")
     pids, fds, rss = baseline(runner, prepare)
-    with LatencyProbe(runner.path, prepare("echo")) as probe:
+    with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
         for i in range(30):
             with runner.gateway() as gw:
                 gw.send(gateway.encode_http_req_call_req(i, token))
@@ -204,25 +207,26 @@ def test_peer_that_never_reads_its_answers_is_not_buffered_without_bound(runner,
         except OSError:
             pass
 
-    with LatencyProbe(runner.path, prepare("echo")) as probe:
+    with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
         sender = threading.Thread(target=flood)
         sender.start()
         sender.join(60)
         time.sleep(0.2)
     assert not sender.is_alive()
-    assert sent[0] < 500 * len(batch), "the runner read everything: %d bytes" % sent[0]
+    # what the runner took in before it stopped reading: socket buffers and a bounded backlog
+    assert sent[0] < 8 << 20, "the runner read %d bytes from a peer that does not read" % sent[0]
     assert_good_calls_were_fast(probe)
     held = rss_kib(pids) - rss
-    assert held < 64 * 1024, "RSS grew by %d KiB for one peer that does not read" % held
+    assert held < 8 * 1024, "RSS grew by %d KiB for one peer that does not read" % held
     hog.close()
-    assert_nothing_leaked(pids, fds, rss, rss_slack_kib=64 * 1024)
+    assert_nothing_leaked(pids, fds, rss)
 
 
 def test_fifty_peers_sending_half_a_frame_then_idling_stall_no_one(runner, prepare):
     pids, fds, rss = baseline(runner, prepare)
     half = gateway.encode_http_req_call_req(1, prepare("echo"), path="/half")
     idle = []
-    with LatencyProbe(runner.path, prepare("echo")) as probe:
+    with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
         for _ in range(50):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(runner.path)
@@ -241,7 +245,7 @@ def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prep
     pids, fds, rss = baseline(runner, prepare)
     token = prepare("echo")
     conns = []
-    with LatencyProbe(runner.path, token) as probe:
+    with LatencyProbe(runner.path, token) as probe, low_priority():
         try:
             for _ in range(1000):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -263,7 +267,7 @@ def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prep
 def test_thousands_of_connections_opened_and_closed_in_a_tight_loop_leak_nothing(runner, prepare):
     pids, fds, rss = baseline(runner, prepare)
     half = gateway.encode_http_req_call_req(1, prepare("echo"))[:6]
-    with LatencyProbe(runner.path, prepare("echo")) as probe:
+    with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
         for i in range(3000):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.connect(runner.path)

@@ -22,8 +22,10 @@ log = logging.getLogger("a6fast.server")
 
 # below glibc's mmap threshold: a bigger recv() buffer costs an mmap/munmap per call
 RECV_SIZE = 64 * 1024
-# Past this much unsent output to one peer (it stopped reading), we stop reading from it.
-MAX_BACKLOG = 32 * 1024 * 1024
+# Past this much unsent output to one peer (it stopped reading), we stop reading from it and
+# leave the frames already read for later: memory stays bounded and the loop serves the others.
+# The gateway never has more than one answer outstanding, so only a misbehaving peer gets here.
+MAX_BACKLOG = 256 * 1024
 SWEEP_SECONDS = 10.0
 STALLED_FRAME_SECONDS = 65
 
@@ -162,7 +164,7 @@ class Connection:
         pos = 0
         try:
             size = len(rbuf)
-            while size - pos >= 4 and not self.closed:
+            while size - pos >= 4 and not self.closed and len(self.wbuf) < MAX_BACKLOG:
                 if self.call is not None and not self.call.waiters:
                     break  # the call runs on; later frames wait for its answer
                 rpc_type = rbuf[pos]
