@@ -12,7 +12,7 @@ from a6fast import gateway
 from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, CONF_TOKEN_NOT_FOUND, RPC_EXTRA_INFO,
                              RPC_HTTP_REQ_CALL, SERVICE_UNAVAILABLE)
 
-from faultkit import (FAULT_PLUGINS, LatencyProbe, alive, children,
+from faultkit import (FAULT_PLUGINS, LatencyProbe, alive, child_fd_limit, children, cpu_seconds,
                       family, fd_count, low_priority, raise_fd_limit, rss_kib, settled_fd_count,
                       wait_until)
 from harness import PrepareFailed, RunnerProcess, err_code
@@ -275,6 +275,35 @@ def test_thousands_of_connections_opened_and_closed_in_a_tight_loop_leak_nothing
                     sock.sendall(half)
     assert_good_calls_were_fast(probe)
     assert_nothing_leaked(pids, fds, rss)
+
+
+def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path):
+    with child_fd_limit(64):
+        proc = start(tmp_path, "--workers", "1")
+    extra = []
+    try:
+        with proc.gateway() as gw:
+            token = gw.prepare([("echo", "{}")], "route#echo")
+            for _ in range(100):  # more than the runner may hold: the rest wait in the backlog
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(proc.path)
+                extra.append(sock)
+            time.sleep(0.3)
+            used = cpu_seconds(proc.proc.pid)
+            time.sleep(1.0)
+            used = cpu_seconds(proc.proc.pid) - used
+            assert stop_of(gw.call(token)).status == 200
+            for sock in extra:
+                sock.close()
+            extra = []
+        assert used < 0.25, "the runner used %.2f s of CPU in 1 s at the fd limit" % used
+        with proc.gateway() as gw:  # accepting again
+            assert stop_of(gw.call(token)).status == 200
+        assert proc.log().count("cannot accept a connection") <= 20 * 3
+    finally:
+        for sock in extra:
+            sock.close()
+        assert proc.stop() == 0
 
 
 # Processes --------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ RECV_SIZE = 64 * 1024
 MAX_BACKLOG = 256 * 1024
 SWEEP_SECONDS = 10.0
 STALLED_FRAME_SECONDS = 65
+# Out of file descriptors: how long to leave the listener alone before trying again.
+ACCEPT_PAUSE_SECONDS = 0.1
 
 _decode_header = codec.decode_header
 _decode_http_req_call = codec.decode_http_req_call
@@ -411,6 +413,8 @@ class Runner:
                                    schedule=loop.call_later)
         self.plugin_log = LogLimiter(log, "errors about plugins and confs",
                                      schedule=loop.call_later)
+        self.exclusive = exclusive
+        self.accept_paused = False
         # several workers share the listener: wake one of them per connection, not all
         loop.add_reader(listener.fileno(), self.on_accept, exclusive=exclusive)
         self._sweeper = loop.call_later(SWEEP_SECONDS, self.sweep)
@@ -424,13 +428,31 @@ class Runner:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.peer_log.error("cannot accept a connection: %s", exc)
+                    self.peer_log.error("cannot accept a connection: %s; not accepting for %gs",
+                                        exc, ACCEPT_PAUSE_SECONDS)
+                    self.pause_accepting()
                     return
+                if exc.errno == errno.ECONNABORTED:
+                    continue  # that peer gave up; the next one may be there
                 raise
             sock.setblocking(False)
             conn = Connection(self, sock)
             self.connections[conn.fd] = conn
             self.loop.add_reader(conn.fd, conn.on_events)
+
+    def pause_accepting(self):
+        # The waiting connections keep the listener readable: watched now, the loop would spin.
+        if self.accepting and not self.accept_paused:
+            self.accept_paused = True
+            self.loop.remove(self.listener.fileno())
+            self.loop.call_later(ACCEPT_PAUSE_SECONDS, self.resume_accepting)
+
+    def resume_accepting(self):
+        if self.accept_paused:
+            self.accept_paused = False
+            if self.accepting:
+                self.loop.add_reader(self.listener.fileno(), self.on_accept,
+                                     exclusive=self.exclusive)
 
     def forget(self, conn):
         if self.connections.get(conn.fd) is conn:
