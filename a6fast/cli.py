@@ -104,7 +104,12 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, co
     except ListenError as exc:
         logging.getLogger("a6fast.server").error("%s", exc)
         sys.exit(1)
-    sys.exit(status)
+    # Leave now, logs flushed: the interpreter would join a plugin thread stuck in a blocking
+    # call first, past the gateway's grace period of about 1 s (then it sends SIGKILL).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _add_lazy_commands():

@@ -308,6 +308,27 @@ def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path):
 
 # Processes --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_drains_within_one_second_even_with_a_plugin_thread_stuck(tmp_path, workers):
+    proc = start(tmp_path, "--workers", workers)
+    pids = family(proc.proc.pid)
+    with proc.gateway() as stuck, proc.gateway() as idle:
+        token = stuck.prepare([("sleeps", '{"seconds": 100}')], "route#stuck")
+        assert stop_of(idle.call(idle.prepare([("echo", "{}")], "route#echo"))).status == 200
+        stuck.send(gateway.encode_http_req_call_req(1, token))
+        time.sleep(0.1)
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        status = proc.proc.wait(5)
+        took = time.monotonic() - started
+    print("--workers %s: exited %.3f s after SIGTERM" % (workers, took))
+    assert status == 0, proc.log()
+    assert took < 1.0, "exited %.2f s after SIGTERM" % took
+    assert not os.path.exists(proc.path)
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 1.0)
+    proc.stop()
+
+
 def test_killed_worker_is_restarted_and_tokens_issued_before_still_work(tmp_path):
     proc = start(tmp_path, "--workers", "2")
     try:

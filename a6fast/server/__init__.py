@@ -106,6 +106,7 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None):
         if on_stop is not None:
             on_stop()
         stop_at.append(time.monotonic() + DRAIN_SECONDS)
+        loop.call_later(DRAIN_SECONDS, lambda: None)  # wakes the loop by then, however idle
 
     loop.on_signal(signal.SIGTERM, stop)
     loop.on_signal(signal.SIGINT, stop)
