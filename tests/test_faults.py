@@ -329,6 +329,45 @@ def test_sigterm_drains_within_one_second_even_with_a_plugin_thread_stuck(tmp_pa
     proc.stop()
 
 
+def _shared_conf_dir_of(key):
+    import hashlib
+
+    name = "k" + hashlib.sha1(key.encode()).hexdigest()
+    for base in ("/dev/shm", "/tmp"):
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith("a6fast-confs-") and os.path.exists(os.path.join(base, entry, name)):
+                return os.path.join(base, entry)
+    return None
+
+
+def test_sigkill_of_the_parent_then_restart_at_once(tmp_path):
+    first = start(tmp_path, "--workers", "2")
+    workers = children(first.proc.pid)
+    key = "route#sigkill-%d-%d" % (os.getpid(), time.monotonic_ns())
+    with first.gateway() as gw:
+        old = [gw.prepare([("echo", '{"n": %d}' % i)], "%s-%d" % (key, i)) for i in range(5)]
+    shared = _shared_conf_dir_of(key + "-0")
+    assert shared is not None
+    first.kill()
+    second = start(tmp_path, "--workers", "2")  # the stale socket is replaced at once
+    try:
+        with second.gateway() as gw:
+            for token in old:
+                assert err_code(gw.call(token)) == CONF_TOKEN_NOT_FOUND
+            new = gw.prepare([("echo", "{}")], "route#new")
+            assert new not in old
+            assert stop_of(gw.call(new)).status == 200
+        # the old workers follow their parent; the confs they shared go with them
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 2.0), workers
+        assert wait_until(lambda: not os.path.exists(shared), 2.0), shared
+    finally:
+        assert second.stop() == 0
+
+
 def test_killed_worker_is_restarted_and_tokens_issued_before_still_work(tmp_path):
     proc = start(tmp_path, "--workers", "2")
     try:

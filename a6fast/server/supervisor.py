@@ -40,6 +40,9 @@ class Supervisor:
             except BaseException:  # noqa: B902  the worker must never return into the parent's code
                 log.exception("worker %d failed", os.getpid())
             finally:
+                if os.getppid() != parent:
+                    # the supervisor was killed: no one else removes the confs it shared
+                    self.shared.remove()
                 logging.shutdown()
                 os._exit(status)
         self.workers[pid] = slot
