@@ -54,3 +54,35 @@ floor: $(STAMP)
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .hypothesis a6fast/_codec.c a6fast/*.so a6fast/*.html
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+## fuzz: the codec fuzz target (tests/fuzz_codec.py) under atheris for FUZZ_SECONDS, corpus kept in FUZZ_CORPUS
+FUZZ_SECONDS ?= 600
+FUZZ_CORPUS ?= build/fuzz-corpus
+fuzz: $(STAMP)
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris \
+		|| echo "atheris cannot be installed: the plain mutation loop runs instead"
+	mkdir -p $(FUZZ_CORPUS)
+	$(PY) tests/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_CORPUS)
+
+## asan: the compiled codec built with AddressSanitizer in a temp copy (never this tree), then the
+## codec tests and ASAN_FUZZ_SECONDS of the fuzz mutation loop against it
+ASAN_FUZZ_SECONDS ?= 60
+.PHONY: asan
+asan: $(STAMP)
+	@set -e; dir=$$(mktemp -d "$${TMPDIR:-/tmp}/a6fast-asan.XXXXXX"); trap 'rm -rf "$$dir"' EXIT; \
+	py=$$($(PY) -c 'import sys; print(sys.executable)'); lib=$$(gcc -print-file-name=libasan.so); \
+	cp -r a6fast tests setup.py pyproject.toml "$$dir"; \
+	rm -f "$$dir"/a6fast/*.so "$$dir"/a6fast/_codec.c; cd "$$dir"; \
+	echo "building the codec with -fsanitize=address in $$dir"; \
+	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" LDFLAGS="-fsanitize=address" \
+		$$py setup.py -q build_ext --inplace >build.log 2>&1 || { cat build.log; exit 1; }; \
+	grep -q __asan_report a6fast/_codec*.so || { echo "the codec was not built with ASan"; exit 1; }; \
+	export LD_PRELOAD=$$lib ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc; \
+	$$py -c 'import a6fast._codec as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__' "$$dir"; \
+	$$py -m pytest -q -p no:cacheprovider tests/test_codec.py tests/test_codec_agreement.py; \
+	$$py tests/fuzz_codec.py --fallback -max_total_time=$(ASAN_FUZZ_SECONDS) -seed=1
+
+## soak: bench/soak.py against `a6fast serve --workers 2` for SOAK_MINUTES (not part of make test)
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
