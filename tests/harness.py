@@ -45,12 +45,16 @@ class RunnerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("runner exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                    probe.connect(self.path)
-                return self
-            except OSError:
-                time.sleep(0.02)
+            # this runner's own word that it bound the socket: a probe alone could reach the
+            # socket of a killed runner whose workers are still on their way out
+            if "a6fast listening on unix:" in self.log():
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                        probe.connect(self.path)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.02)
         raise RuntimeError("runner did not listen within %ss:\n%s" % (timeout, self.log()))
 
     def log(self):
