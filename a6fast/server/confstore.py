@@ -69,7 +69,7 @@ class TokenSource:
 
 
 class Conf:
-    __slots__ = ("token", "key", "entries", "chain", "last_used", "shared_touch")
+    __slots__ = ("token", "key", "entries", "chain", "last_used", "shared_touch", "calls")
 
     def __init__(self, token, key, entries, chain, now):
         self.token = token
@@ -78,6 +78,7 @@ class Conf:
         self.chain = chain
         self.last_used = now
         self.shared_touch = now
+        self.calls = 0  # HTTPReqCall/HTTPRespCall served with this conf (live counters)
 
 
 class ConfStore:
@@ -99,6 +100,7 @@ class ConfStore:
         self._by_token = collections.OrderedDict()
         self._by_key = {}
         self.evicted_early = 0
+        self.dropped_calls = {}  # plugin name -> calls of the confs no longer stored
 
     def __len__(self):
         return len(self._by_token)
@@ -114,7 +116,7 @@ class ConfStore:
                 return conf.token
             if self.shared is not None:
                 token = self.shared.token_of(key, entries)
-                if token is not None and self.get(token, now) is not None:
+                if token is not None and self.get(token, now, 0) is not None:
                     return token
         chain = self.prepare(entries, key)
         conf = self._add(self.tokens.next(), key, entries, chain, now)
@@ -122,11 +124,12 @@ class ConfStore:
             self.shared.publish(conf.token, key, entries)
         return conf.token
 
-    def get(self, token, now):
-        """The chain for ``token``, or None; a hit counts as a use."""
+    def get(self, token, now, call=1):
+        """The chain for ``token``, or None; a hit counts as a use, and as ``call`` calls."""
         conf = self._by_token.get(token)
         if conf is None:
-            return self._load_shared(token, now) if self.shared is not None else None
+            return self._load_shared(token, now, call) if self.shared is not None else None
+        conf.calls += call
         if now - conf.last_used > 1.0:  # the LRU order need not be finer than a second
             self._use(conf, now)
         return conf.chain
@@ -138,7 +141,7 @@ class ConfStore:
             conf.shared_touch = now
             self.shared.touch(conf.token)
 
-    def _load_shared(self, token, now):
+    def _load_shared(self, token, now, call=1):
         found = self.shared.load(token)
         if found is None:
             return None
@@ -148,7 +151,9 @@ class ConfStore:
         except BaseException:  # noqa: B902  another worker accepted it; here it is just unknown
             log.exception("conf_token %d from another worker does not prepare here", token)
             return None
-        return self._add(token, key, entries, chain, now).chain
+        conf = self._add(token, key, entries, chain, now)
+        conf.calls += call
+        return conf.chain
 
     def _add(self, token, key, entries, chain, now):
         self.sweep(now)
@@ -173,6 +178,9 @@ class ConfStore:
 
     def _drop(self, conf, early):
         del self._by_token[conf.token]
+        if conf.calls:
+            for name in getattr(conf.chain, "names", ()):
+                self.dropped_calls[name] = self.dropped_calls.get(name, 0) + conf.calls
         if conf.key is not None and self._by_key.get(conf.key) is conf:
             del self._by_key[conf.key]
         if early:

@@ -17,6 +17,7 @@ from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_B
                         RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, SERVICE_UNAVAILABLE)
 from .loglimit import LogLimiter
 from .loop import READ, WRITE
+from .stats import WorkerStats, clock_ns as _clock_ns
 
 log = logging.getLogger("a6fast.server")
 
@@ -42,7 +43,7 @@ _EXTRA_INFO_BODY = {INFO_REQ_BODY: codec.encode_extra_info_req_body(),
 class Call:
     """One HTTPReqCall/HTTPRespCall that did not finish at once: the plugins' context for ExtraInfo."""
 
-    __slots__ = ("conn", "rpc_type", "id", "task", "timer", "live", "waiters")
+    __slots__ = ("conn", "rpc_type", "id", "task", "timer", "live", "waiters", "started")
 
     def __init__(self, conn, rpc_type, call_id):
         self.conn = conn
@@ -213,7 +214,9 @@ class Connection:
                 return
             self.run_call(RPC_HTTP_REQ_CALL, req, chain.call_request)
         elif rpc_type == RPC_PREPARE_CONF:
-            self.send(runner.prepare_conf(payload))
+            answer = runner.prepare_conf(payload)
+            runner.stats.prepared(answer)
+            self.send(answer)
         elif rpc_type == RPC_HTTP_RESP_CALL:
             try:
                 req = _decode_http_resp_call(payload)
@@ -224,6 +227,7 @@ class Connection:
             if chain is None:
                 self.token_not_found(RPC_HTTP_RESP_CALL, req.conf_token)
                 return
+            runner.stats.resp_calls += 1
             self.run_call(RPC_HTTP_RESP_CALL, req, chain.call_response)
         elif rpc_type == RPC_EXTRA_INFO and self.stale_extra:
             self.stale_extra -= 1  # the answer to a call that already timed out
@@ -242,15 +246,21 @@ class Connection:
     def run_call(self, rpc_type, req, run):
         call = Call(self, rpc_type, req.id)
         self.runner.stats_calls += 1
+        # live counters: the first call and every 8th after it is timed (stats.SAMPLE_EVERY)
+        started = _clock_ns() if self.runner.stats_calls & 7 == 1 else 0
         try:
             answer = run(req, call)
         except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
             call.live = False
             self.call_failed(call, exc)
+            if started:
+                self.runner.stats.observe(rpc_type, started)
             return
         if answer.__class__ is bytes:
             call.live = False
             self.send(answer)
+            if started:
+                self.runner.stats.observe(rpc_type, started)
             return
         if not isinstance(answer, Future):
             call.live = False
@@ -258,6 +268,7 @@ class Connection:
             return
         # the call waits (ExtraInfo, a thread): it owns the connection until it is answered
         self.call = call
+        call.started = started
         call.task = answer
         call.timer = self.runner.loop.call_later(self.runner.call_timeout,
                                                  lambda: self.call_timed_out(call))
@@ -287,12 +298,15 @@ class Connection:
             "%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
             RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
         self.stale_extra += len(call.waiters)
+        self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
         self.abandon(call)
         self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
         if not self.closed and not self.in_read:
             self.process()
 
     def finish(self, call):
+        if call.live and call.started:
+            self.runner.stats.observe(call.rpc_type, call.started)
         call.live = False
         if call.timer is not None:
             call.timer.cancel()
@@ -322,6 +336,7 @@ class Connection:
             self.fail(SERVICE_UNAVAILABLE, "%s id=%d: call abandoned", name, call.id)
         else:
             self.runner.stats_errors += 1
+            self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
             self.runner.plugin_log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE",
                                          name, call.id,
                                          exc_info=(type(exc), exc, exc.__traceback__))
@@ -337,6 +352,7 @@ class Connection:
             future.set_result(result)
 
     def fail(self, code, reason, *args):
+        self.runner.stats.errors[code] += 1
         if reason is not None:
             # A peer can cause one of these per frame, a broken plugin one per call: rate-limited.
             limiter = self.runner.peer_log if code == BAD_REQUEST else self.runner.plugin_log
@@ -346,6 +362,7 @@ class Connection:
     # output -------------------------------------------------------------------------------------
     def ask(self, frame):
         """Send an ExtraInfo request; its answer must be read even though a call is running."""
+        self.runner.stats.extra_info += 1
         self.send(frame)
         if not self.in_read:
             self.update_events()
@@ -409,6 +426,7 @@ class Runner:
         self.accepting = True
         self.stats_calls = 0
         self.stats_errors = 0
+        self.stats = WorkerStats()
         self.peer_log = LogLimiter(log, "warnings about bad frames and connections",
                                    schedule=loop.call_later)
         self.plugin_log = LogLimiter(log, "errors about plugins and confs",

@@ -14,12 +14,13 @@ SWEEP_SECONDS = 60.0
 
 
 class Supervisor:
-    def __init__(self, options, registry, sock, tokens, shared):
+    def __init__(self, options, registry, sock, tokens, shared, stats=None):
         self.options = options
         self.registry = registry
         self.sock = sock
         self.tokens = tokens
         self.shared = shared
+        self.stats = stats  # the --stats socket: answered here from the workers' snapshots
         self.workers = {}  # pid -> slot
         self.stopping = False
         self._restarts = []
@@ -36,7 +37,8 @@ class Supervisor:
                 os.close(self._wake_w)
                 from . import run_worker
 
-                status = run_worker(self.options, self.registry, self.sock, self.tokens, self.shared)
+                status = run_worker(self.options, self.registry, self.sock, self.tokens, self.shared,
+                                    stats=self.stats)
             except BaseException:  # noqa: B902  the worker must never return into the parent's code
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -66,11 +68,17 @@ class Supervisor:
         for slot in range(self.options.workers):
             self.spawn(slot)
         next_sweep = time.monotonic() + SWEEP_SECONDS
+        readers = [self._wake_r]
+        if self.stats is not None:
+            self.stats.use_worker_files()
+            readers.append(self.stats.fileno())
         while not flags["stop"]:
             try:
-                select.select([self._wake_r], [], [], 1.0)
+                ready, _, _ = select.select(readers, [], [], 1.0)
             except InterruptedError:
-                pass
+                ready = ()
+            if self.stats is not None and self.stats.fileno() in ready:
+                self.stats.serve()
             self._drain()
             self._reap(restart=not flags["stop"])
             if time.monotonic() >= next_sweep:

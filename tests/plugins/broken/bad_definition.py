@@ -1,0 +1,5 @@
+import a6fast
+
+
+class NoHooks(a6fast.Plugin):
+    name = "no-hooks"
