@@ -64,6 +64,32 @@ def req_call_frame(payload):
     return frame(RPC_HTTP_REQ_CALL, bytes(payload))
 
 
+def prepare_conf_sharing_one_entry(count, name=b"echo", value=b"{}"):
+    """A PrepareConf payload whose conf vector lists ``count`` plugins, every one of them the same
+    TextEntry: about 4 bytes on the wire per entry, however many the runner makes of them."""
+    out = bytearray(struct.pack("<I", 0))
+    vtable = len(out)
+    out += struct.pack("<HHH", 6, 8, 4)  # one field, conf, at +4
+    out += bytes(-len(out) % 4)
+    table = len(out)
+    out += struct.pack("<iI", table - vtable, 0)
+    put_u32(out, 0, table)
+    vector = len(out)
+    out += struct.pack("<I", count) + bytes(4 * count)
+    entry_vtable = len(out)
+    out += struct.pack("<HHHH", 8, 12, 4, 8)
+    entry = len(out)
+    out += struct.pack("<iII", entry - entry_vtable, 0, 0)
+    for slot, text in ((4, name), (8, value)):
+        out += bytes(-len(out) % 4)
+        put_u32(out, entry + slot, len(out) - entry - slot)
+        out += struct.pack("<I", len(text)) + text + b"\0"
+    put_u32(out, table + 4, vector - table - 4)
+    offsets = struct.pack("<%dI" % count, *(entry - (vector + 4 + 4 * i) for i in range(count)))
+    out[vector + 4:vector + 4 + 4 * count] = offsets
+    return bytes(out)
+
+
 # Processes --------------------------------------------------------------------------------------
 
 def children(pid):

@@ -12,9 +12,9 @@ from a6fast import gateway
 from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
                              RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF)
 
-from faultkit import (FAULT_PLUGINS, field_at, frame, put_u32, req_call_frame, req_call_payload,
-                      root_of, target_of, u32, vtable_of)
-from harness import RunnerProcess, err_code
+from faultkit import (FAULT_PLUGINS, field_at, frame, prepare_conf_sharing_one_entry, put_u32,
+                      req_call_frame, req_call_payload, root_of, rss_kib, target_of, vtable_of)
+from harness import PrepareFailed, RunnerProcess, err_code
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +222,24 @@ def test_random_payloads_each_get_exactly_one_err_answer(runner, tokens):
     assert_still_serving(runner, tokens["echo"])
 
 
+def test_prepare_conf_listing_more_than_1024_plugins_is_bad_request(runner, tokens):
+    with runner.gateway() as gw:
+        assert gw.prepare([("echo", "{}")] * 1024, "route#1024")
+        with pytest.raises(PrepareFailed) as failed:
+            gw.prepare([("echo", "{}")] * 1025, "route#1025")
+        assert failed.value.code == BAD_REQUEST
+
+
+def test_prepare_conf_listing_a_million_copies_of_one_plugin_is_refused_cheaply(runner, tokens):
+    # 4 MB on the wire; prepared, it would hold a chain of a million steps (about 0.5 GB)
+    before = rss_kib([runner.proc.pid])
+    with runner.gateway(timeout=30) as gw:
+        payload = prepare_conf_sharing_one_entry(1000000)
+        assert err_code(gw.roundtrip(frame(RPC_PREPARE_CONF, payload))) == BAD_REQUEST
+        assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
+    assert rss_kib([runner.proc.pid]) - before < 64 * 1024
+
+
 # Frames whose boundary is broken ----------------------------------------------------------------
 
 @pytest.mark.parametrize("cut", [1, 3, 4, 10])
@@ -287,6 +305,22 @@ def test_each_refusal_is_logged_with_its_reason(tmp_path):
         log = wait_for_log(proc, "mid-frame")
         for reason in reasons:
             assert reason in log, (reason, log)
+    finally:
+        assert proc.stop() == 0
+
+
+def test_peer_chosen_key_and_plugin_name_are_clipped_in_the_log(tmp_path):
+    proc = RunnerProcess(tmp_path, "--plugins", FAULT_PLUGINS, "--workers", "1")
+    try:
+        before = len(proc.log())
+        with proc.gateway() as gw:
+            with pytest.raises(PrepareFailed):
+                gw.prepare([("n" * 1000000, "{}")], "k" * 1000000)
+            with pytest.raises(PrepareFailed):
+                gw.prepare([("echo", "{}")] * 2000, "k" * 1000000)
+        log = wait_for_log(proc, "more than 1024")
+        assert "which is not loaded" in log and "(1000000 characters)" in log
+        assert len(log) - before < 4000
     finally:
         assert proc.stop() == 0
 

@@ -29,6 +29,9 @@ RECV_SIZE = 64 * 1024
 MAX_BACKLOG = 256 * 1024
 SWEEP_SECONDS = 10.0
 STALLED_FRAME_SECONDS = 65
+# A route's plugin list is a handful of entries; a PrepareConf listing more is refused before its
+# chain is built (one 16 MiB frame can list 4 million, costing seconds and gigabytes to prepare).
+MAX_CONF_PLUGINS = 1024
 # Out of file descriptors: how long to leave the listener alone before trying again.
 ACCEPT_PAUSE_SECONDS = 0.1
 
@@ -38,6 +41,13 @@ _decode_http_resp_call = codec.decode_http_resp_call
 _ERR_FRAMES = {code: codec.encode_err(code) for code in ERR_NAMES}
 _EXTRA_INFO_BODY = {INFO_REQ_BODY: codec.encode_extra_info_req_body(),
                     INFO_RESP_BODY: codec.encode_extra_info_resp_body()}
+
+
+def _clip(text, limit=120):
+    """A peer-chosen string as logged: repr'd, its first ``limit`` characters only."""
+    if text is None or len(text) <= limit:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:limit], len(text))
 
 
 class Call:
@@ -486,22 +496,26 @@ class Runner:
         except DecodeError as exc:
             self.peer_log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
             return _ERR_FRAMES[BAD_REQUEST]
+        if len(conf) > MAX_CONF_PLUGINS:
+            self.peer_log.warning("answering BAD_REQUEST: PrepareConf (key %s) lists %d plugins, "
+                                  "more than %d", _clip(key), len(conf), MAX_CONF_PLUGINS)
+            return _ERR_FRAMES[BAD_REQUEST]
         try:
             token = self.confs.put(key, conf)
         except UnknownPlugin as exc:
-            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) names plugin %r, "
-                                  "which is not loaded (loaded: %s)", key, exc.name,
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %s) names plugin %s, "
+                                  "which is not loaded (loaded: %s)", _clip(key), _clip(exc.name),
                                   ", ".join(sorted(self.registry.names())))
             return _ERR_FRAMES[BAD_REQUEST]
         except ConfError as exc:
-            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) rejected: %s",
-                                  key, exc)
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %s) rejected: %s",
+                                  _clip(key), exc)
             return _ERR_FRAMES[BAD_REQUEST]
         except BaseException:  # noqa: B902  a conf hook failing, even by sys.exit(), is a bad conf
-            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %r) failed", key,
-                                  exc_info=True)
+            self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %s) failed",
+                                  _clip(key), exc_info=True)
             return _ERR_FRAMES[BAD_REQUEST]
-        log.debug("PrepareConf key %r -> conf_token %d", key, token)
+        log.debug("PrepareConf key %s -> conf_token %d", _clip(key), token)
         return codec.encode_prepare_conf_resp(token)
 
     def sweep(self):
