@@ -2,12 +2,14 @@
 
 __version__ = "0.1.0"
 
-from .errors import A6Error, ConfError, DecodeError, EncodeError, UnknownPlugin  # noqa: E402
+from .errors import (A6Error, ConfError, DecodeError, EncodeError, PluginTimeout,  # noqa: E402
+                     UnknownPlugin)
 from .futures import run_blocking  # noqa: E402
 from .http import Request, Response  # noqa: E402
 from .plugin import Plugin, plugin  # noqa: E402
 
 __all__ = [
-    "__version__", "A6Error", "ConfError", "DecodeError", "EncodeError", "UnknownPlugin",
+    "__version__", "A6Error", "ConfError", "DecodeError", "EncodeError", "PluginTimeout",
+    "UnknownPlugin",
     "Plugin", "plugin", "Request", "Response", "run_blocking",
 ]

@@ -11,7 +11,7 @@ and its hooks, each with how it runs:
 """
 import inspect
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from .errors import ConfError
 
@@ -22,6 +22,8 @@ INLINE, ASYNC, THREAD = 0, 1, 2
 MODE_NAMES = {INLINE: "inline", ASYNC: "async", THREAD: "thread"}
 
 _PHASES = ("request", "response")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def hook_mode(fn, inline):
@@ -118,7 +120,7 @@ class Plugin:
     hooks that never block.  ``json_conf = False`` hands ``parse_conf`` the raw value text.
     """
 
-    name: str = None
+    name: Optional[str] = None
     inline: bool = False
     json_conf: bool = True
 
@@ -142,7 +144,7 @@ def _spec_from_class(cls, module):
 
 def plugin(name: str, *, phase: str = "request", inline: bool = False,
            conf: Optional[Callable[[Any], Any]] = None,
-           json_conf: bool = True) -> Callable[[Callable], Callable]:
+           json_conf: bool = True) -> Callable[[F], F]:
     """Make a function a plugin hook: ``fn(request, conf)`` (or ``fn(response, conf)``).
 
     ``phase``: "request" (HTTPReqCall, the default) or "response" (HTTPRespCall).

@@ -310,7 +310,7 @@ class RequestResult(_Result):
         if self.err is not None:
             return "<RequestResult Err %s>" % self.err
         if self.stop is not None:
-            return "<RequestResult stop status=%d headers=%r body=%r>" % (
+            return "<RequestResult stop status=%s headers=%r body=%r>" % (
                 self.status, self.headers.items(), self.body)
         if self.rewrite is not None:
             return "<RequestResult %r>" % (self.rewrite,)
@@ -357,18 +357,21 @@ class ResponseResult(_Result):
 
     @property
     def status(self) -> int:
-        return self.answer.status if self.status_changed else self.upstream_status
+        answer = self.answer
+        return answer.status if answer is not None and answer.status else self.upstream_status
 
     @property
     def headers(self) -> Entries:
         """When the plugins send headers, the gateway sets only those."""
-        if self.headers_changed:
-            return Entries(self.answer.headers)
+        answer = self.answer
+        if answer is not None and answer.headers is not None:
+            return Entries(answer.headers)
         return self.upstream_headers
 
     @property
     def body(self) -> Optional[bytes]:
-        return self.answer.body if self.body_changed else self.upstream_body
+        answer = self.answer
+        return answer.body if answer is not None and answer.body is not None else self.upstream_body
 
     @property
     def text(self) -> Optional[str]:
@@ -559,7 +562,7 @@ def _entries(value: Optional[EntriesIn]) -> List[Tuple[str, Optional[str]]]:
             if isinstance(item, (list, tuple)):
                 pairs.extend((name, v) for v in item)
             else:
-                pairs.append((name, item))
+                pairs.append((name, item))  # type: ignore[arg-type]
         return pairs
     return [(name, item) for name, item in value]
 
@@ -594,7 +597,7 @@ def _derived_vars(method: str, path: str, args: List[Tuple[str, Optional[str]]],
         key = "http_" + name.lower().replace("-", "_")
         out[key] = "" if value is None else value
         if name.lower() == "host" and value:
-            out["host"] = value.split(":")[0]
+            out["host"] = value.rsplit(":", 1)[0].lower() if not value.endswith("]") else value.lower()
         if name.lower() == "cookie" and value:
             for cookie in value.split(";"):
                 cname, eq, cvalue = cookie.strip().partition("=")
@@ -622,7 +625,7 @@ def _conf_entries(plugins: PluginsIn, conf: Any) -> List[Tuple[str, Optional[str
                         "[(name, conf), ...]")
     if isinstance(plugins, Mapping):
         return [(name, _conf_text(value)) for name, value in plugins.items()]
-    entries = []
+    entries: List[Tuple[str, Optional[str]]] = []
     for item in plugins:
         if isinstance(item, str):
             entries.append((item, None))
@@ -664,7 +667,8 @@ class PreparedConf:
             call_id, self.conf_token, method=method, path=path, src_ip=src_ip, args=arg_pairs,
             headers=header_pairs)
         req = codec.decode_http_req_call(frame[4:])
-        known = _derived_vars(method_name, path, arg_pairs, header_pairs, src_ip)
+        known: Dict[str, Optional[bytes]] = dict(
+            _derived_vars(method_name, path, arg_pairs, header_pairs, src_ip))
         for name, value in (vars or {}).items():
             known[name] = _text(value)
         req_body = _text(body)

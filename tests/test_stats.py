@@ -213,3 +213,23 @@ def test_a_taken_stats_path_is_refused_at_start(tmp_path, workers):
         runner.kill()
     assert taken.read_text() == "not a socket"
     assert not os.path.exists(runner.path)  # the main socket is not left behind either
+
+
+def test_a_restarted_worker_keeps_its_calls_in_the_totals(tmp_path):
+    import signal
+
+    address = "unix:%s" % (tmp_path / "stats.sock")
+    runner = RunnerProcess(tmp_path, "--workers", "2", "--stats", address)
+    try:
+        _drive(runner, stop_calls=30, echo_calls=0, resp_calls=0)
+        snap = _wait_for(address, lambda s: s["calls"]["HTTPReqCall"] == 30)
+        assert snap["calls"]["HTTPReqCall"] == 30
+        busy = [w["pid"] for w in snap["per_worker"] if w["calls"]["HTTPReqCall"]]
+        os.kill(busy[0], signal.SIGKILL)
+        snap = _wait_for(address, lambda s: s["workers"] == 2 and len(s["per_worker"]) == 3)
+        assert snap["workers"] == 2 and len(snap["per_worker"]) == 3
+        gone = [w for w in snap["per_worker"] if not w["alive"]]
+        assert [w["pid"] for w in gone] == busy[:1]
+        assert snap["calls"]["HTTPReqCall"] == 30 and snap["plugins"]["stop"] == 30
+    finally:
+        assert runner.stop() == 0
