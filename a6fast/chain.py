@@ -31,18 +31,22 @@ class Chain:
     """The plugins of one conf, in execution order; the server calls ``call_request`` /
     ``call_response`` for each HTTPReqCall / HTTPRespCall that carries its conf_token."""
 
-    __slots__ = ("key", "names", "_req_steps", "_req_inline", "_resp_steps", "_resp_inline")
+    __slots__ = ("key", "names", "_req_steps", "request_inline", "_resp_steps", "response_inline")
 
     def __init__(self, steps, key=None):
-        """``steps``: ``(PluginSpec, parsed conf)`` in execution order."""
+        """``steps``: ``(PluginSpec, parsed conf)`` in execution order.
+
+        ``request_inline`` / ``response_inline``: every hook of that phase runs inline, so the
+        phase always answers at once and never uses the call's context (the server then skips
+        making one)."""
         self.key = key
         self.names = tuple(spec.name for spec, _ in steps)
         req = [(spec.request_hook, spec.request_mode, conf, spec.name)
                for spec, conf in steps if spec.request_hook is not None]
         resp = [(spec.response_hook, spec.response_mode, conf, spec.name)
                 for spec, conf in steps if spec.response_hook is not None]
-        self._req_inline = all(mode == INLINE for _, mode, _, _ in req)
-        self._resp_inline = all(mode == INLINE for _, mode, _, _ in resp)
+        self.request_inline = all(mode == INLINE for _, mode, _, _ in req)
+        self.response_inline = all(mode == INLINE for _, mode, _, _ in resp)
         self._req_steps = tuple(req)
         self._resp_steps = tuple(resp)
 
@@ -53,7 +57,7 @@ class Chain:
         if not steps:
             return encode_no_action(req.id)
         request = Request(req, ctx)
-        if self._req_inline:
+        if self.request_inline:
             name = None
             try:
                 for hook, _, conf, name in steps:
@@ -74,7 +78,7 @@ class Chain:
         if not steps:
             return encode_http_resp_call_resp(req.id, 0, None, None)
         response = Response(req, ctx)
-        if self._resp_inline:
+        if self.response_inline:
             name = None
             try:
                 for hook, _, conf, name in steps:
