@@ -176,17 +176,23 @@ class Loop:
                 if ready:
                     timeout = 0
                 elif timers:
-                    timeout = max(0.0, timers[0].when - monotonic())
+                    # from the clock read after the last turn: a timer may fire a turn's work late
+                    timeout = timers[0].when - self.now
+                    if timeout < 0:
+                        timeout = 0
                 else:
                     timeout = 1.0
                 try:
                     events = poll(timeout)
                 except InterruptedError:
                     events = ()
-                for fd, ev in events:
-                    handler = handlers.get(fd)
-                    if handler is not None:
-                        handler(ev)
+                try:
+                    for fd, ev in events:
+                        handler = handlers.get(fd)
+                        if handler is not None:
+                            handler(ev)
+                except Exception:  # noqa: BLE001  a bug serving one connection must not end them all
+                    log.exception("internal error serving a connection")
                 self.now = now = monotonic()
                 while timers and timers[0].when <= now:
                     timer = heapq.heappop(timers)

@@ -1,0 +1,59 @@
+"""The runner's own loop: dispatch, timers, thread hand-offs, and surviving a failing handler."""
+import logging
+import socket
+import time
+
+from a6fast.futures import run_blocking
+from a6fast.server.loop import Loop
+
+
+def test_a_handler_that_raises_does_not_stop_the_loop(caplog):
+    loop = Loop()
+    bad_r, bad_w = socket.socketpair()
+    good_r, good_w = socket.socketpair()
+    served = []
+
+    def bad(events):
+        bad_r.recv(100)
+        raise RuntimeError("a bug in one connection")
+
+    def good(events):
+        served.append(good_r.recv(100))
+
+    loop.add_reader(bad_r.fileno(), bad)
+    loop.add_reader(good_r.fileno(), good)
+    bad_w.send(b"x")
+    good_w.send(b"y")
+    deadline = time.monotonic() + 5
+    with caplog.at_level(logging.ERROR, logger="a6fast.server"):
+        loop.run(lambda: bool(served) or time.monotonic() > deadline)
+    loop.close()
+    assert served == [b"y"]
+    assert "a bug in one connection" in caplog.text
+
+
+def test_timers_fire_in_order_and_cancelled_ones_do_not():
+    loop = Loop()
+    fired = []
+    loop.call_later(0.05, lambda: fired.append("b"))
+    loop.call_later(0.01, lambda: fired.append("a"))
+    loop.call_later(0.02, lambda: fired.append("x")).cancel()
+    deadline = time.monotonic() + 5
+    loop.run(lambda: len(fired) == 2 or time.monotonic() > deadline)
+    loop.close()
+    assert fired == ["a", "b"]
+
+
+def test_blocking_work_runs_in_a_thread_and_resolves_on_the_loop():
+    loop = Loop()
+    results = []
+
+    def start():
+        future = run_blocking(lambda: time.sleep(0.05) or 42)
+        future.add_done_callback(lambda f: results.append(f.result()))
+
+    loop.call_soon(start)
+    deadline = time.monotonic() + 5
+    loop.run(lambda: bool(results) or time.monotonic() > deadline)
+    loop.close()
+    assert results == [42]
