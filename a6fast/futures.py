@@ -5,6 +5,8 @@ drives the coroutine and resumes it when that future is done.  All of this happe
 thread; other threads hand results over through the loop (``call_soon_threadsafe``).
 """
 
+import concurrent.futures
+
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 
 
@@ -152,6 +154,51 @@ def run(coro):
     task._waiting = awaited
     awaited.add_done_callback(task._wakeup)
     return task
+
+
+def run_in_pool(pool, call_soon_threadsafe, fn, args):
+    """Run ``fn(*args)`` on ``pool``; the returned Future is resolved on the loop, through
+    ``call_soon_threadsafe``, with the result or the exception."""
+    future = Future()
+
+    def work():
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: B902  handed to whoever awaits the future
+            call_soon_threadsafe(future.set_exception, exc)
+        else:
+            call_soon_threadsafe(future.set_result, result)
+
+    pool.submit(work)
+    return future
+
+
+def wait_from_thread(call_soon_threadsafe, start, timeout):
+    """From a worker thread: run ``start()`` on the loop (it returns a Future) and block until
+    that future is done; its result, its exception, or CancelledError (cancelled, timed out)."""
+    result = concurrent.futures.Future()
+
+    def begin():
+        try:
+            future = start()
+        except BaseException as exc:  # noqa: B902  handed back to the waiting thread
+            result.set_exception(exc)
+            return
+
+        def transfer(done):
+            if done.cancelled():
+                result.set_exception(CancelledError())
+            elif done.exception() is not None:
+                result.set_exception(done.exception())
+            else:
+                result.set_result(done.result())
+        future.add_done_callback(transfer)
+
+    call_soon_threadsafe(begin)
+    try:
+        return result.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise CancelledError() from None
 
 
 _offload = None

@@ -29,8 +29,8 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequ
 from urllib.parse import unquote
 
 from . import codec, futures, gateway
-from .errors import A6Error, DecodeError, EncodeError, PluginTimeout
-from .futures import CancelledError, Future
+from .errors import A6Error, DecodeError, PluginTimeout
+from .futures import CancelledError, Future, run_in_pool, wait_from_thread
 from .protocol import (ACTION_REWRITE, ACTION_STOP, ERR_NAMES, INFO_REQ_BODY, INFO_RESP_BODY,
                        INFO_VAR, METHODS, RPC_ERR, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL,
                        SERVICE_UNAVAILABLE, BAD_REQUEST)
@@ -429,19 +429,7 @@ class _Loop:
     call_soon_threadsafe = call_soon
 
     def run_in_thread(self, fn, args) -> Future:
-        future = Future()
-        done = self.call_soon_threadsafe
-
-        def work():
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: B902  handed to the awaiting plugin chain
-                done(future.set_exception, exc)
-            else:
-                done(future.set_result, result)
-
-        self._pool_getter().submit(work)
-        return future
+        return run_in_pool(self._pool_getter(), self.call_soon_threadsafe, fn, args)
 
     def run_until_done(self, future: Future, deadline: float) -> bool:
         """Run hand-offs until ``future`` is done; False if the deadline passes first."""
@@ -510,29 +498,8 @@ class _Context:
         """From a worker thread: asks through the loop and waits, as the server does."""
         if threading.get_ident() == self.loop.thread:
             raise RuntimeError("get_var()/get_body() block; on the loop, await request.var()/body()")
-        result: concurrent.futures.Future = concurrent.futures.Future()
-
-        def start():
-            try:
-                future = self.extra_info(info_type, name)
-            except BaseException as exc:  # noqa: B902  handed back to the waiting thread
-                result.set_exception(exc)
-                return
-
-            def transfer(done):
-                if done.cancelled():
-                    result.set_exception(CancelledError())
-                elif done.exception() is not None:
-                    result.set_exception(done.exception())
-                else:
-                    result.set_result(done.result())
-            future.add_done_callback(transfer)
-
-        self.loop.call_soon_threadsafe(start)
-        try:
-            return result.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            raise CancelledError() from None
+        return wait_from_thread(self.loop.call_soon_threadsafe,
+                                lambda: self.extra_info(info_type, name), self.timeout)
 
 
 def _err_of(exc: BaseException) -> int:

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..futures import Future, set_offload
+from ..futures import run_in_pool, set_offload
 
 log = logging.getLogger("a6fast.server")
 
@@ -138,19 +138,7 @@ class Loop:
         """Run ``fn(*args)`` in the pool; a Future, resolved on the loop thread, gets the result."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="a6fast-plugin")
-        future = Future()
-        done = self.call_soon_threadsafe
-
-        def work():
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: B902  handed to the awaiting plugin chain
-                done(future.set_exception, exc)
-            else:
-                done(future.set_result, result)
-
-        self._pool.submit(work)
-        return future
+        return run_in_pool(self._pool, self.call_soon_threadsafe, fn, args)
 
     def in_loop_thread(self):
         return threading.current_thread() is self._loop_thread

@@ -5,18 +5,15 @@ with anything the gateway would read as success.
 """
 import errno
 import logging
-import socket
-import threading
-import concurrent.futures
 
 from .. import codec
 from ..errors import ConfError, DecodeError, EncodeError, UnknownPlugin
-from ..futures import CancelledError, Future
+from ..futures import CancelledError, Future, wait_from_thread
 from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_BODY,
                         INFO_RESP_BODY, INFO_VAR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
                         RPC_HTTP_RESP_CALL, RPC_NAMES, RPC_PREPARE_CONF, SERVICE_UNAVAILABLE)
 from .loglimit import LogLimiter
-from .loop import READ, WRITE
+from .loop import WRITE
 from .stats import WorkerStats, clock_ns as _clock_ns
 
 log = logging.getLogger("a6fast.server")
@@ -82,29 +79,8 @@ class Call:
         runner = self.conn.runner
         if runner.loop.in_loop_thread():
             raise RuntimeError("get_var()/get_body() block; on the loop, await request.var()/body()")
-        result = concurrent.futures.Future()
-
-        def start():
-            try:
-                future = self.extra_info(info_type, name)
-            except BaseException as exc:  # noqa: B902  handed back to the waiting thread
-                result.set_exception(exc)
-                return
-
-            def transfer(done):
-                if done.cancelled():
-                    result.set_exception(CancelledError())
-                elif done.exception() is not None:
-                    result.set_exception(done.exception())
-                else:
-                    result.set_result(done.result())
-            future.add_done_callback(transfer)
-
-        runner.loop.call_soon_threadsafe(start)
-        try:
-            return result.result(timeout=runner.call_timeout)
-        except concurrent.futures.TimeoutError:
-            raise CancelledError() from None
+        return wait_from_thread(runner.loop.call_soon_threadsafe,
+                                lambda: self.extra_info(info_type, name), runner.call_timeout)
 
 
 class Connection:
