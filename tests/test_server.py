@@ -294,3 +294,18 @@ def test_version_option_prints_the_version():
 
     out = subprocess.run([sys.executable, "-m", "a6fast", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and a6fast.__version__ in out.stdout
+
+
+def test_connections_are_dealt_evenly_to_the_workers(tmp_path):
+    proc = RunnerProcess(tmp_path, "--plugins", SERVER_PLUGINS, "--workers", "2")
+    gateways = []
+    try:
+        with proc.gateway() as gw:
+            token = gw.prepare([("worker-pid", "{}")], "route#pid")
+        gateways = [proc.gateway() for _ in range(8)]  # opened in a burst, as APISIX does
+        pids = [answer_of(gw.call(token)).stop.body for gw in gateways]
+    finally:
+        for gw in gateways:
+            gw.close()
+        assert proc.stop() == 0
+    assert sorted(pids.count(pid) for pid in set(pids)) == [4, 4]

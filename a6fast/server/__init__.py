@@ -113,7 +113,7 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None
     confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
                       clock=time.monotonic, shared=shared)
     loop = Loop(threads=options.threads)
-    runner = Runner(loop, sock, registry, confs, options.call_timeout, exclusive=shared is not None)
+    runner = Runner(loop, sock, registry, confs, options.call_timeout)
     if stats is not None:
         stats.attach_worker(runner, loop, serving=shared is None)
     stop_at = []

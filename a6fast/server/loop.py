@@ -25,9 +25,8 @@ WRITE = 4
 if hasattr(select, "epoll"):
     _EV_READ, _EV_WRITE = select.EPOLLIN, select.EPOLLOUT
     _EV_ERR = select.EPOLLERR | select.EPOLLHUP
-    _EV_EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 else:  # pragma: no cover  (macOS, BSD)
-    _EV_READ, _EV_WRITE, _EV_ERR, _EV_EXCLUSIVE = READ, WRITE, 0, 0
+    _EV_READ, _EV_WRITE, _EV_ERR = READ, WRITE, 0
 
 
 class _SelectorPoller:  # pragma: no cover  (used where epoll is missing)
@@ -95,10 +94,10 @@ class Loop:
         self.signal_handlers = {}
 
     # file descriptors -------------------------------------------------------------------------
-    def add_reader(self, fd, handler, exclusive=False):
+    def add_reader(self, fd, handler):
         """``handler(events)`` is called when ``fd`` is readable (or has an error)."""
         self.handlers[fd] = handler
-        self.poller.register(fd, _EV_READ | (_EV_EXCLUSIVE if exclusive else 0))
+        self.poller.register(fd, _EV_READ)
 
     def set_events(self, fd, read, write):
         self.poller.modify(fd, (_EV_READ if read else 0) | (_EV_WRITE if write else 0))

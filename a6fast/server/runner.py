@@ -424,7 +424,7 @@ class Connection:
 class Runner:
     """Serves the gateway on one listening socket with one loop."""
 
-    def __init__(self, loop, listener, registry, confs, call_timeout=30.0, exclusive=False):
+    def __init__(self, loop, listener, registry, confs, call_timeout=30.0):
         self.loop = loop
         self.listener = listener
         self.registry = registry
@@ -439,10 +439,9 @@ class Runner:
                                    schedule=loop.call_later)
         self.plugin_log = LogLimiter(log, "errors about plugins and confs",
                                      schedule=loop.call_later)
-        self.exclusive = exclusive
         self.accept_paused = False
-        # several workers share the listener: wake one of them per connection, not all
-        loop.add_reader(listener.fileno(), self.on_accept, exclusive=exclusive)
+        # the gateway's socket, or (with several workers) the supervisor's hand-off of it
+        loop.add_reader(listener.fileno(), self.on_accept)
         self._sweeper = loop.call_later(SWEEP_SECONDS, self.sweep)
 
     def on_accept(self, events):
@@ -477,8 +476,7 @@ class Runner:
         if self.accept_paused:
             self.accept_paused = False
             if self.accepting:
-                self.loop.add_reader(self.listener.fileno(), self.on_accept,
-                                     exclusive=self.exclusive)
+                self.loop.add_reader(self.listener.fileno(), self.on_accept)
 
     def forget(self, conn):
         if self.connections.get(conn.fd) is conn:

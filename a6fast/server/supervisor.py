@@ -8,6 +8,8 @@ import select
 import signal
 import time
 
+from .handoff import Dispatcher, HandoffListener
+
 log = logging.getLogger("a6fast.server")
 
 SWEEP_SECONDS = 60.0
@@ -24,9 +26,11 @@ class Supervisor:
         self.workers = {}  # pid -> slot
         self.stopping = False
         self._restarts = []
+        self.dispatcher = Dispatcher()
 
     def spawn(self, slot):
         parent = os.getpid()
+        theirs = self.dispatcher.pair(slot)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
@@ -35,10 +39,14 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 os.close(self._wake_r)
                 os.close(self._wake_w)
+                # only the supervisor accepts; a worker holding the listener would keep a dead
+                # runner's socket looking alive
+                self.sock.close()
+                self.dispatcher.close_all()
                 from . import run_worker
 
-                status = run_worker(self.options, self.registry, self.sock, self.tokens, self.shared,
-                                    stats=self.stats)
+                status = run_worker(self.options, self.registry, HandoffListener(theirs),
+                                    self.tokens, self.shared, stats=self.stats)
             except BaseException:  # noqa: B902  the worker must never return into the parent's code
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -47,6 +55,7 @@ class Supervisor:
                     self.shared.remove()
                 logging.shutdown()
                 os._exit(status)
+        theirs.close()
         self.workers[pid] = slot
         log.info("worker %d started (slot %d)", pid, slot)
 
@@ -68,7 +77,8 @@ class Supervisor:
         for slot in range(self.options.workers):
             self.spawn(slot)
         next_sweep = time.monotonic() + SWEEP_SECONDS
-        readers = [self._wake_r]
+        self.sock.setblocking(False)
+        readers = [self._wake_r, self.sock.fileno()]
         if self.stats is not None:
             self.stats.use_worker_files()
             readers.append(self.stats.fileno())
@@ -77,6 +87,8 @@ class Supervisor:
                 ready, _, _ = select.select(readers, [], [], 1.0)
             except InterruptedError:
                 ready = ()
+            if self.sock.fileno() in ready:
+                self.dispatcher.accept_and_deal(self.sock)
             if self.stats is not None and self.stats.fileno() in ready:
                 self.stats.serve()
             self._drain()
@@ -119,6 +131,7 @@ class Supervisor:
     def shutdown(self):
         log.info("stopping %d worker(s)", len(self.workers))
         self.sock.close()
+        self.dispatcher.close_all()
         for pid in list(self.workers):
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -17,3 +17,10 @@ async def slow(request, conf):
 @a6fast.plugin("path-echo", inline=True)
 def path_echo(request, conf):
     request.stop(200, headers={"x-id": str(request.id)}, body=request.path or "")
+
+
+@a6fast.plugin("worker-pid", inline=True)
+def worker_pid(request, conf):
+    import os
+
+    request.stop(200, body=str(os.getpid()))

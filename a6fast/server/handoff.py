@@ -1,0 +1,88 @@
+"""Connections handed from the supervisor to its workers.
+
+With several workers the supervisor alone accepts on the gateway's socket and passes each new
+connection to the next worker in turn (SCM_RIGHTS over a datagram socket pair).  The gateway opens
+its connections in bursts and keeps them for thousands of calls, so a worker accepting for itself
+would often take a whole burst and leave the other workers idle.
+"""
+import errno
+import logging
+import socket
+
+log = logging.getLogger("a6fast.server")
+
+
+class HandoffListener:
+    """A worker's end: looks like a listening socket to the runner (``accept``, ``fileno``)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setblocking(False)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def accept(self):
+        try:
+            _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise BlockingIOError() from None
+            raise
+        if not fds:
+            raise BlockingIOError()  # nothing came with it: no connection to serve
+        return socket.socket(fileno=fds[0]), None
+
+    def close(self):
+        self.sock.close()
+
+
+class Dispatcher:
+    """The supervisor's side: one socket pair per worker slot, connections dealt out in turn."""
+
+    def __init__(self):
+        self.ends = {}  # slot -> the supervisor's end
+        self._turn = 0
+
+    def pair(self, slot):
+        """A new pair for ``slot`` (a new or restarted worker): the worker's end to hand over."""
+        old = self.ends.pop(slot, None)
+        if old is not None:
+            old.close()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        mine.setblocking(False)
+        self.ends[slot] = mine
+        return theirs
+
+    def close_all(self):
+        for end in self.ends.values():
+            end.close()
+        self.ends.clear()
+
+    def accept_and_deal(self, listener):
+        """Accept what is waiting on ``listener`` and give each connection to a worker."""
+        for _ in range(64):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.error("cannot accept a connection: %s", exc)
+                return
+            try:
+                self.deal(conn)
+            finally:
+                conn.close()  # the worker has its own descriptor now (or nobody could take it)
+
+    def deal(self, conn):
+        slots = sorted(self.ends)
+        for _ in range(len(slots)):
+            slot = slots[self._turn % len(slots)]
+            self._turn += 1
+            try:
+                socket.send_fds(self.ends[slot], [b"c"], [conn.fileno()])
+                return True
+            except OSError as exc:  # that worker is gone or stuck: the next one takes it
+                log.warning("worker slot %d cannot take a connection: %s", slot, exc)
+        log.error("no worker could take a connection; closing it")
+        return False
