@@ -18,13 +18,16 @@ def _blame(exc, name):
 
 
 def _returned(value, name):
-    """An inline hook returned something: an awaitable means it should have been async."""
+    """A hook returned something.  Hooks answer through ``request.stop()`` / ``set_*()``; a
+    returned value (``return False`` meant as "deny") must not let the request through."""
     if hasattr(value, "__await__"):
         close = getattr(value, "close", None)
         if close is not None:
             close()
         raise TypeError("inline hook of plugin %r returned an awaitable; declare it "
                         "'async def' so that it runs on the loop as a coroutine" % name)
+    raise TypeError("hook of plugin %r returned %r: hooks return None and answer through "
+                    "request.stop() or the set_*() methods" % (name, value))
 
 
 class Chain:
@@ -108,9 +111,13 @@ async def _drive(call, steps):
                 if result is not None:
                     _returned(result, name)
             elif mode == ASYNC:
-                await hook(call, conf)
+                result = await hook(call, conf)
+                if result is not None:
+                    _returned(result, name)
             else:
-                await run_blocking(hook, call, conf)
+                result = await run_blocking(hook, call, conf)
+                if result is not None:
+                    _returned(result, name)
             if call._stop is not None:
                 break
     except Exception as exc:
