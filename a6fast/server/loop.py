@@ -185,9 +185,10 @@ class Loop:
                     timer = heapq.heappop(timers)
                     if not timer.cancelled:
                         self._guard(timer.callback, ())
-                for _ in range(len(ready)):
-                    callback, args = ready.popleft()
-                    self._guard(callback, args)
+                if ready:
+                    for _ in range(len(ready)):
+                        callback, args = ready.popleft()
+                        self._guard(callback, args)
         finally:
             set_offload(None)
 

@@ -5,6 +5,7 @@ with anything the gateway would read as success.
 """
 import errno
 import logging
+import os
 
 from .. import codec
 from ..errors import ConfError, DecodeError, EncodeError, UnknownPlugin
@@ -33,6 +34,8 @@ MAX_CONF_PLUGINS = 1024
 ACCEPT_PAUSE_SECONDS = 0.1
 
 _decode_header = codec.decode_header
+_read = os.read
+_write = os.write
 _decode_http_req_call = codec.decode_http_req_call
 _decode_http_resp_call = codec.decode_http_resp_call
 _ERR_FRAMES = {code: codec.encode_err(code) for code in ERR_NAMES}
@@ -107,12 +110,10 @@ class Connection:
     def on_events(self, events):
         if events & WRITE:
             self.flush()
-        if not self.closed and events & ~WRITE:
-            self.on_readable()
-
-    def on_readable(self):
+            if self.closed or not events & ~WRITE:
+                return
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = _read(self.fd, RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -382,7 +383,7 @@ class Connection:
             self.wbuf += frame
             return
         try:
-            sent = self.sock.send(frame)
+            sent = _write(self.fd, frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
