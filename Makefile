@@ -42,6 +42,7 @@ serve: $(STAMP)
 ## test: the whole test suite, both codec paths
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q bench --benchmark-disable  # the benchmarks, once each, as correctness checks
 
 ## bench: codec and whole-call benchmarks side by side (pytest-benchmark)
 bench: $(STAMP)
