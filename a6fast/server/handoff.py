@@ -7,6 +7,7 @@ would often take a whole burst and leave the other workers idle.
 """
 import errno
 import logging
+import os
 import socket
 
 log = logging.getLogger("a6fast.server")
@@ -24,11 +25,18 @@ class HandoffListener:
 
     def accept(self):
         try:
-            _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+            _, fds, flags, _ = socket.recv_fds(self.sock, 1, 1)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                 raise BlockingIOError() from None
             raise
+        if flags & socket.MSG_CTRUNC:
+            # This worker is out of descriptors: the kernel dropped the connection it was handed.
+            # Raised like accept() would, so that the runner says so and pauses its intake.
+            for fd in fds:
+                os.close(fd)
+            raise OSError(errno.EMFILE, "out of file descriptors: a connection handed over by "
+                                        "the supervisor was lost")
         if not fds:
             raise BlockingIOError()  # nothing came with it: no connection to serve
         return socket.socket(fileno=fds[0]), None
