@@ -5,6 +5,7 @@ connection to the next worker in turn (SCM_RIGHTS over a datagram socket pair). 
 its connections in bursts and keeps them for thousands of calls, so a worker accepting for itself
 would often take a whole burst and leave the other workers idle.
 """
+import collections
 import errno
 import logging
 import os
@@ -51,6 +52,8 @@ class Dispatcher:
     def __init__(self):
         self.ends = {}  # slot -> the supervisor's end
         self._turn = 0
+        # accepted while every worker's queue was full: handed over before anything new is accepted
+        self.waiting = collections.deque()
 
     def pair(self, slot):
         """A new pair for ``slot`` (a new or restarted worker): the worker's end to hand over."""
@@ -66,9 +69,14 @@ class Dispatcher:
         for end in self.ends.values():
             end.close()
         self.ends.clear()
+        while self.waiting:
+            self.waiting.popleft().close()
 
     def accept_and_deal(self, listener):
-        """Accept what is waiting on ``listener`` and give each connection to a worker."""
+        """Accept what is waiting on ``listener`` and give each connection to a worker, until the
+        workers' queues are full: then the rest wait in the listen backlog."""
+        if not self.deal_waiting():
+            return
         for _ in range(64):
             try:
                 conn, _ = listener.accept()
@@ -77,10 +85,19 @@ class Dispatcher:
             except OSError as exc:
                 log.error("cannot accept a connection: %s", exc)
                 return
-            try:
-                self.deal(conn)
-            finally:
-                conn.close()  # the worker has its own descriptor now (or nobody could take it)
+            if not self.deal(conn):
+                self.waiting.append(conn)
+                return
+            conn.close()  # the worker has its own descriptor now
+
+    def deal_waiting(self):
+        """Hand over the connections no worker could take before; True when none is left."""
+        waiting = self.waiting
+        while waiting:
+            if not self.deal(waiting[0]):
+                return False
+            waiting.popleft().close()
+        return True
 
     def deal(self, conn):
         slots = sorted(self.ends)
@@ -90,7 +107,8 @@ class Dispatcher:
             try:
                 socket.send_fds(self.ends[slot], [b"c"], [conn.fileno()])
                 return True
-            except OSError as exc:  # that worker is gone or stuck: the next one takes it
+            except BlockingIOError:
+                pass  # its queue is full (net.unix.max_dgram_qlen, often 10): the next one
+            except OSError as exc:  # that worker is gone: the next one takes it
                 log.warning("worker slot %d cannot take a connection: %s", slot, exc)
-        log.error("no worker could take a connection; closing it")
         return False

@@ -83,8 +83,12 @@ class Supervisor:
             self.stats.use_worker_files()
             readers.append(self.stats.fileno())
         while not flags["stop"]:
+            # While connections accepted earlier wait for a worker to take them, the listener is
+            # left alone (new ones wait in its backlog) and the hand-over is tried every 5 ms.
+            full = not self.dispatcher.deal_waiting()
             try:
-                ready, _, _ = select.select(readers, [], [], 1.0)
+                ready, _, _ = select.select(readers[:1] + readers[2:] if full else readers, [], [],
+                                            0.005 if full else 1.0)
             except InterruptedError:
                 ready = ()
             if self.sock.fileno() in ready:
