@@ -70,7 +70,8 @@ def main():
               help="File mode of the socket (octal). Never make it world-writable.")
 @click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
 @click.option("--state-file", type=click.Path(dir_okay=False), default=None,
-              help="Where the conf token high-water mark is kept. Default: SOCKET.tokens")
+              help="Where the conf token high-water mark is kept. Default: .a6fast-tokens "
+                   "beside the socket.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, conf_expire, max_confs,

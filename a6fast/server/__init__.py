@@ -22,6 +22,8 @@ log = logging.getLogger("a6fast.server")
 
 _early_stop = []
 
+STATE_FILE_NAME = ".a6fast-tokens"
+
 # The gateway sends SIGTERM, waits about 1 s, then SIGKILL: drain within that.
 DRAIN_SECONDS = 0.8
 
@@ -71,7 +73,9 @@ def serve(options, registry):
     path = parse_listen_address(options.listen)
     sock, path = bind_unix(path, options.socket_mode, options.socket_group)
     identity = socket_identity(path)
-    tokens = TokenSource(options.state_file or path + ".tokens")
+    # one state file per directory: APISIX names its socket after its master's pid, and a file
+    # per socket name would pile up; runners sharing the file take disjoint blocks (flock)
+    tokens = TokenSource(options.state_file or os.path.join(os.path.dirname(path), STATE_FILE_NAME))
     stats = None
     if options.stats:
         from .stats import StatsEndpoint
