@@ -22,27 +22,17 @@ from A6.HTTPReqCall import Req as HCReq
 from A6.PrepareConf import Req as PCReq
 
 from a6fast import gateway
+from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH
 
 IMPLEMENTATIONS = ("compiled", "pure", "reference")
 
 # The placeholder gen_frames.py writes where the load generator patches in the real conf_token.
 TOKEN_PLACEHOLDER = 0xA6A6A6A6
 
-HEADERS_10 = [
-    ("host", "api.example.com"),
-    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) load/1.0"),
-    ("accept", "application/json"),
-    ("accept-encoding", "gzip, deflate, br"),
-    ("accept-language", "en-US,en;q=0.9"),
-    ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc"),
-    ("x-request-id", "7f3c2a9e-5b1d-4c8e-9f00-123456789abc"),
-    ("x-forwarded-for", "203.0.113.7"),
-    ("content-type", "application/json"),
-    ("connection", "keep-alive"),
-]
-ARGS_5 = [("page", "2"), ("limit", "50"), ("sort", "created_at"), ("filter", "status:open"),
-          ("q", "hello world")]
-PATH = "/api/v1/users/12345/orders"
+# the request of bench-tools' gen_frames.py, as `a6fast bench` sends it too
+HEADERS_10 = list(REQUEST_HEADERS)
+ARGS_5 = list(REQUEST_ARGS)
+PATH = REQUEST_PATH
 SRC_IP = bytes([10, 0, 0, 7])
 CALL_ID = 42
 
