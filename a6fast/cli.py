@@ -6,6 +6,7 @@ import sys
 import click
 
 from . import __version__
+from .server.tokens import MAX_WORKERS
 
 LOG_FORMAT = "%(asctime)s %(levelname)s a6fast[%(process)d] %(name)s: %(message)s"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
@@ -16,28 +17,70 @@ def setup_logging(level):
     logging.basicConfig(level=_LEVELS[level.lower()], format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
+class ConfigError(Exception):
+    """A setting is wrong: one line says which and why (exit status 2)."""
+
+
+def fail(command, message):
+    """One line on stderr and exit status 2, as for a wrong command-line option."""
+    click.echo("a6fast %s: error: %s" % (command, message), err=True)
+    sys.exit(2)
+
+
 def read_config_file(path):
     """The official runner's config.yaml: socket.file (may be $env.NAME) and logging.level."""
     import yaml
 
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError("config file %s: %s" % (path, exc.strerror or exc))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        raise ConfigError("config file %s%s is not valid YAML: %s" % (
+            path, ":%d" % (where.line + 1) if where is not None else "",
+            getattr(exc, "problem", None) or exc))
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise click.BadParameter("%s: expected a mapping at the top level" % path, param_hint="--config")
+        raise ConfigError("config file %s: expected a mapping at the top level" % path)
     out = {}
-    socket_file = (data.get("socket") or {}).get("file")
+    socket_section = data.get("socket")
+    if socket_section is not None and not isinstance(socket_section, dict):
+        raise ConfigError("config file %s: 'socket' must be a mapping with a 'file' key "
+                          "(socket: {file: ...}), not %r" % (path, socket_section))
+    socket_file = (socket_section or {}).get("file")
     if socket_file:
         socket_file = str(socket_file)
         if socket_file.startswith(("$env.", "$env:")):  # both spellings appear in its docs
             socket_file = os.environ.get(socket_file[5:], "")
         if socket_file:
             out["listen"] = socket_file
-    level = (data.get("logging") or {}).get("level")
+    logging_section = data.get("logging")
+    if logging_section is not None and not isinstance(logging_section, dict):
+        raise ConfigError("config file %s: 'logging' must be a mapping with a 'level' key, "
+                          "not %r" % (path, logging_section))
+    level = (logging_section or {}).get("level")
     if level:
         if str(level).lower() not in _LEVELS:
-            raise click.BadParameter("%s: unknown logging.level %r" % (path, level), param_hint="--config")
+            raise ConfigError("config file %s: unknown logging.level %r" % (path, level))
         out["log_level"] = str(level).lower()
     return out
+
+
+def positive_number_from_env(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("environment variable %s=%r is not a number of seconds" % (name, raw))
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError("environment variable %s=%r must be a positive number of seconds"
+                          % (name, raw))
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,33 +101,40 @@ def main():
               help="A config.yaml of the official runner (socket.file, logging.level).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warn", "warning", "error"],
               case_sensitive=False), default=None, help="Log level (default: info).")
-@click.option("--workers", type=int, default=None,
-              help="Worker processes serving the socket. Default: the number of CPUs.")
-@click.option("--call-timeout", type=float, default=30.0, show_default=True,
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None,
+              help="Worker processes serving the socket (1-%d). Default: the number of CPUs."
+                   % MAX_WORKERS)
+@click.option("--threads", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Threads per worker for plain def hooks (they may block).")
+@click.option("--call-timeout", type=click.FloatRange(0, 3600, min_open=True), default=30.0,
+              show_default=True,
               help="Seconds a call may take before it is answered SERVICE_UNAVAILABLE.")
-@click.option("--conf-expire", type=float, default=None,
+@click.option("--conf-expire", type=click.FloatRange(0, min_open=True), default=None,
               help="Seconds a conf is kept after its last use. Default: $APISIX_CONF_EXPIRE_TIME or 3600.")
-@click.option("--max-confs", type=int, default=10000, show_default=True,
+@click.option("--max-confs", type=click.IntRange(1), default=10000, show_default=True,
               help="Most confs kept at once; the least recently used goes first.")
 @click.option("--socket-mode", default="0660", show_default=True,
               help="File mode of the socket (octal). Never make it world-writable.")
 @click.option("--socket-group", default=None, help="Group owning the socket (name or gid).")
 @click.option("--state-file", type=click.Path(dir_okay=False), default=None,
-              help="Where the conf token high-water mark is kept. Default: .a6fast-tokens "
-                   "beside the socket.")
+              help="Where conf token state is kept, in a directory only this user can write. "
+                   "Default: /var/lib/a6fast/tokens (root) or ~/.local/state/a6fast/tokens.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
-def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, conf_expire, max_confs,
-          socket_mode, socket_group, state_file, stats_address):
+def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_timeout, conf_expire,
+          max_confs, socket_mode, socket_group, state_file, stats_address):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
-    from .registry import Registry
-    from .server import ListenError, ServeOptions, default_workers, serve as run_server
+    from .server import (ListenError, ServeOptions, StateError, default_workers,
+                         serve as run_server)
 
-    from_file = read_config_file(config_file) if config_file else {}
+    try:
+        from_file = read_config_file(config_file) if config_file else {}
+        if conf_expire is None:
+            conf_expire = positive_number_from_env("APISIX_CONF_EXPIRE_TIME", 3600.0)
+    except ConfigError as exc:
+        fail("serve", str(exc))
     setup_logging(log_level or from_file.get("log_level") or "info")
     listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
-    if conf_expire is None:
-        conf_expire = float(os.environ.get("APISIX_CONF_EXPIRE_TIME") or 3600)
     try:
         mode = int(socket_mode, 8)
     except ValueError:
@@ -93,17 +143,16 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, call_timeout, co
         raise click.BadParameter("a world-writable socket lets any local user drive the plugins",
                                  param_hint="--socket-mode")
     group = int(socket_group) if socket_group and socket_group.isdigit() else socket_group
-    registry = Registry.load(plugin_dirs=list(plugin_dirs))
     if workers is None:
-        workers = default_workers()
-    if workers < 1:
-        raise click.BadParameter("at least one worker", param_hint="--workers")
+        workers = min(default_workers(), MAX_WORKERS)
     options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), workers=workers,
-                           conf_expire=conf_expire,
-                           max_confs=max_confs, call_timeout=call_timeout, socket_mode=mode,
-                           socket_group=group, state_file=state_file, stats=stats_address)
+                           conf_expire=conf_expire, max_confs=max_confs,
+                           call_timeout=call_timeout, socket_mode=mode, socket_group=group,
+                           state_file=state_file, threads=threads, stats=stats_address)
     try:
-        status = run_server(options, registry)
+        status = run_server(options)
+    except StateError as exc:
+        fail("serve", "--state-file %s cannot be trusted: %s" % (state_file, exc))
     except ListenError as exc:
         logging.getLogger("a6fast.server").error("%s", exc)
         sys.exit(1)

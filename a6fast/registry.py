@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import re
+import stat
 import sys
 import traceback
 from importlib.metadata import entry_points as _entry_points
@@ -121,7 +122,16 @@ class Registry:
             self._error(directory, 0, "cannot list plugin directory: %s" % exc.strerror, exc)
             return
         for name in files:
-            self.load_file(os.path.join(directory, name))
+            path = os.path.join(directory, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError as exc:
+                self._error(path, 0, "cannot read plugin file: %s" % exc.strerror, exc)
+                continue
+            if not regular:  # opening a FIFO would wait forever for a writer
+                self._error(path, 0, "not a regular file")
+                continue
+            self.load_file(path)
 
     def load_file(self, path: str) -> None:
         """Import one plugin file (its directory first on sys.path meanwhile, for its

@@ -4,8 +4,10 @@ import os
 import pytest
 
 from a6fast.errors import UnknownPlugin
-from a6fast.server.confstore import ConfStore, TokenSource
+from a6fast.server.confstore import ConfStore
 from a6fast.server.shared import SharedConfs
+from a6fast.server import tokens as tokens_mod
+from a6fast.server.tokens import LANE_BITS, StateError, StateFile, TokenLanes
 
 
 class Clock:
@@ -23,10 +25,16 @@ def prepare(entries, key):
     return ("chain", tuple(entries))
 
 
+def lanes_in(tmp_path, clock=lambda: 1000.0):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700, exist_ok=True)
+    return TokenLanes(StateFile(str(state_dir / "tokens")), clock=clock)
+
+
 @pytest.fixture
 def store(tmp_path):
     clock = Clock()
-    s = ConfStore(TokenSource(str(tmp_path / "tokens")), prepare, expire=3600, max_confs=100, clock=clock)
+    s = ConfStore(lanes_in(tmp_path).source(0, reserve=True), prepare, expire=3600, max_confs=100, clock=clock)
     s.clock_obj = clock
     return s
 
@@ -80,44 +88,80 @@ def test_store_is_bounded_dropping_least_recently_used(store):
 
 
 def test_tokens_are_never_reused_across_restarts(tmp_path):
-    state = str(tmp_path / "tokens")
-    first = [TokenSource(state, block=4).next() for _ in range(1)]
-    a = TokenSource(state, block=4)
-    issued = {a.next() for _ in range(10)}
-    b = TokenSource(state, block=4)  # a restart: the earlier run's blocks are never handed out again
-    assert not issued & {b.next() for _ in range(10)}
-    assert not set(first) & issued
+    first = lanes_in(tmp_path)
+    issued = {first.source(lane).next() for lane in (0, 1) for _ in range(10)}
+    first.close()
+    second = lanes_in(tmp_path)  # a restart: the earlier run's reservation is never handed out again
+    again = {second.source(lane).next() for lane in (0, 1) for _ in range(10)}
+    assert not issued & again
 
 
-def test_token_sources_sharing_a_state_file_never_collide(tmp_path):
-    state = str(tmp_path / "tokens")
-    a, b = TokenSource(state, block=3), TokenSource(state, block=3)
-    seen = [a.next() if i % 2 else b.next() for i in range(50)]
-    assert len(set(seen)) == 50
+def test_a_crash_after_any_token_loses_no_reservation(tmp_path):
+    lanes = lanes_in(tmp_path)
+    source = lanes.source(3, reserve=True)
+    issued = {source.next() for _ in range(tokens_mod.RESERVE_AHEAD + 10)}  # past one reservation
+    # no close(): what the state file says now is all the next run has
+    again = {lanes_in(tmp_path).source(3).next() for _ in range(50)}
+    assert not issued & again
+
+
+def test_lanes_never_collide_whatever_the_state_says(tmp_path):
+    lanes = lanes_in(tmp_path)
+    sources = [lanes.source(lane) for lane in range(8)]
+    seen = [sources[i % 8].next() for i in range(4000)]
+    assert len(set(seen)) == 4000
+    assert {token & ((1 << LANE_BITS) - 1) for token in seen} == set(range(8))
+
+
+def test_a_lane_taken_over_by_a_restarted_worker_goes_on_where_it_stopped(tmp_path):
+    lanes = lanes_in(tmp_path)
+    before = {lanes.source(2).next() for _ in range(100)}
+    after = {lanes.source(2).next() for _ in range(100)}  # the restarted worker's source
+    assert not before & after
+
+
+def test_a_lane_at_its_reservation_fails_closed(tmp_path):
+    lanes = lanes_in(tmp_path)
+    source = lanes.source(1)  # nobody moves the reservation ahead
+    for _ in range(tokens_mod.RESERVE_AHEAD):
+        source.next()
+    with pytest.raises(tokens_mod.TokensExhausted):
+        source.next()
 
 
 def test_token_zero_is_never_issued(tmp_path):
-    state = tmp_path / "tokens"
-    state.write_text("%d\n" % ((1 << 32) - 2))
-    source = TokenSource(str(state), block=8)
-    assert 0 not in [source.next() for _ in range(6)]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "tokens").write_text("%d\n" % (tokens_mod.SEQUENCE_SPAN - 2))
+    (state_dir / "tokens").chmod(0o600)
+    lanes = TokenLanes(StateFile(str(state_dir / "tokens")))
+    assert 0 not in [lanes.source(0).next() for _ in range(6)]
 
 
-def test_state_file_symlink_is_not_followed(tmp_path):
+def test_state_file_symlink_is_refused(tmp_path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
     target = tmp_path / "target"
     target.write_text("keep")
-    os.symlink(target, tmp_path / "tokens")
-    source = TokenSource(str(tmp_path / "tokens"))
-    assert source.next() != 0
+    os.symlink(target, state_dir / "tokens")
+    with pytest.raises(StateError, match="not a regular file"):
+        StateFile(str(state_dir / "tokens"))
     assert target.read_text() == "keep"
+
+
+def test_without_state_sequences_start_from_the_clock(tmp_path):
+    early = TokenLanes(None, clock=lambda: 1000.0)
+    late = TokenLanes(None, clock=lambda: 1000.0 + 10)
+    early_tokens = {early.source(0).next() for _ in range(tokens_mod.CLOCK_RATE * 10)}
+    assert not early_tokens & {late.source(0).next() for _ in range(100)}
 
 
 def test_token_prepared_by_one_worker_is_valid_on_another(tmp_path):
     shared = SharedConfs.create()
     try:
-        state = str(tmp_path / "tokens")
-        one = ConfStore(TokenSource(state), prepare, shared=shared)
-        two = ConfStore(TokenSource(state), prepare, shared=shared)
+        lanes = lanes_in(tmp_path)
+        one = ConfStore(lanes.source(0), prepare, shared=shared)
+        two = ConfStore(lanes.source(1), prepare, shared=shared)
         token = one.put("route#1", [("stop", "{}")])
         assert two.get(token, 1.0) == ("chain", (("stop", "{}"),))
         assert two.put("route#1", [("stop", "{}")]) == token

@@ -9,20 +9,20 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
-from .confstore import ConfStore, TokenSource
+from .confstore import ConfStore
 from .listener import (DEFAULT_SOCKET_MODE, ListenError, bind_unix, parse_listen_address,
                        remove_socket, socket_identity)
 from .loop import Loop
 from .runner import Runner
 from .shared import SharedConfs
+from .tokens import MAX_WORKERS, StateError, TokenLanes, open_state
 
-__all__ = ["ServeOptions", "serve", "ListenError", "default_workers"]
+__all__ = ["ServeOptions", "serve", "ListenError", "StateError", "default_workers", "MAX_WORKERS"]
 
 log = logging.getLogger("a6fast.server")
 
 _early_stop = []
 
-STATE_FILE_NAME = ".a6fast-tokens"
 
 # The gateway sends SIGTERM, waits about 1 s, then SIGKILL: drain within that.
 DRAIN_SECONDS = 0.8
@@ -47,7 +47,7 @@ class ServeOptions:
     call_timeout: float = 30.0
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: Optional[Union[str, int]] = None
-    state_file: Optional[str] = None
+    state_file: Optional[str] = None  # default: tokens.default_state_dir()
     threads: int = 32
     stats: Optional[str] = None  # unix:PATH of the live counters socket (a6fast stats)
 
@@ -62,20 +62,36 @@ def _raise_fd_limit():
             pass
 
 
-def serve(options, registry):
-    """Serve until SIGTERM/SIGINT; returns the exit status (0 after a clean drain)."""
+def load_plugins(options):
+    """The plugins the options name, imported in the calling process."""
+    from ..registry import Registry
+
+    return Registry.load(plugin_dirs=options.plugin_dirs)
+
+
+def serve(options, registry=None):
+    """Serve until SIGTERM/SIGINT; returns the exit status (0 after a clean drain).
+
+    Without ``registry``, the plugins of ``options.plugin_dirs`` are imported by each process
+    that serves calls, after it is started: a thread or connection a plugin module makes at
+    import then lives in the process that uses it.  (A ready ``registry`` is used as is.)
+    """
     from .. import codec
 
     _raise_fd_limit()
     # a SIGTERM that comes before the loop is up still means a clean stop, never a default death
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, f: _early_stop.append(s))
+    signal.signal(signal.SIGHUP, _ignore_sighup)
+    state = open_state(options.state_file, log)  # StateError before anything is bound
+    lanes = TokenLanes(state)
     path = parse_listen_address(options.listen)
-    sock, path = bind_unix(path, options.socket_mode, options.socket_group)
+    try:
+        sock, path = bind_unix(path, options.socket_mode, options.socket_group)
+    except ListenError:
+        lanes.close()
+        raise
     identity = socket_identity(path)
-    # one state file per directory: APISIX names its socket after its master's pid, and a file
-    # per socket name would pile up; runners sharing the file take disjoint blocks (flock)
-    tokens = TokenSource(options.state_file or os.path.join(os.path.dirname(path), STATE_FILE_NAME))
     stats = None
     if options.stats:
         from .stats import StatsEndpoint
@@ -86,30 +102,47 @@ def serve(options, registry):
         except ListenError:
             sock.close()
             remove_socket(path, identity)
+            lanes.close()
             raise
         log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
                  stats.path)
-    log.info("a6fast listening on unix:%s (pid %d, %d worker(s), %s codec, plugins: %s)", path,
-             os.getpid(), options.workers, codec.IMPLEMENTATION,
-             ", ".join(sorted(registry.names())) or "none")
     if options.workers <= 1:
+        if registry is None:
+            registry = load_plugins(options)
+        _log_listening(path, options, codec, registry.names())
         try:
-            return run_worker(options, registry, sock, tokens, None,
+            return run_worker(options, registry, sock, lanes.source(0, reserve=True), None,
                               on_stop=lambda: remove_socket(path, identity), stats=stats)
         finally:
             remove_socket(path, identity)
+            lanes.close()
             if stats is not None:
                 stats.close()
-    from .supervisor import Supervisor
+    from .supervisor import Supervisor, check_plugins_apart
 
+    names = registry.names() if registry is not None else check_plugins_apart(options)
+    _log_listening(path, options, codec, names)
     shared = SharedConfs.create()
     try:
-        return Supervisor(options, registry, sock, tokens, shared, stats=stats).run()
+        return Supervisor(options, registry, sock, lanes, shared, stats=stats).run()
     finally:
         remove_socket(path, identity)
         shared.remove()
+        lanes.close()
         if stats is not None:
             stats.close()
+
+
+def _ignore_sighup(signum, frame):
+    # nginx and gunicorn reload on SIGHUP; its default action would kill the runner and leave
+    # its socket behind
+    log.warning("SIGHUP ignored: a6fast does not reload plugins on SIGHUP; restart it instead")
+
+
+def _log_listening(path, options, codec, names):
+    log.info("a6fast listening on unix:%s (pid %d, %d worker(s), %s codec, plugins: %s)", path,
+             os.getpid(), options.workers, codec.IMPLEMENTATION,
+             ", ".join(sorted(names)) if names is not None else "unknown (see above)")
 
 
 def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None):
@@ -136,6 +169,7 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None
     loop.on_signal(signal.SIGINT, stop)
     if _early_stop:
         stop()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if shared is not None else _ignore_sighup)
     if shared is not None and not sys.platform.startswith("linux"):
         parent = os.getppid()
 

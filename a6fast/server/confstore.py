@@ -1,71 +1,11 @@
-"""The conf store: PrepareConf results kept under their ``conf_token``.
-
-A token must never name another conf while the gateway may still hold it (it caches tokens for
-APISIX_CONF_EXPIRE_TIME seconds, also across a restart of a runner started by hand), so tokens
-come from a high-water mark persisted in a small state file, reserved a block at a time.
+"""The conf store: PrepareConf results kept under their ``conf_token`` (tokens.py says how
+tokens are made so that one never names two confs).
 """
 import collections
-import fcntl
 import logging
-import os
 import time
 
 log = logging.getLogger("a6fast.server")
-
-TOKEN_BLOCK = 1 << 16
-_UINT32 = 1 << 32
-
-
-class TokenSource:
-    """Hands out conf tokens that no earlier run (nor another worker) has handed out.
-
-    The state file holds the next unreserved token.  Several processes may share it: each
-    reservation takes a lock.  Without a usable state file, tokens start from the clock in
-    milliseconds, which is still unique unless the earlier run issued more than 1000 per second.
-    """
-
-    def __init__(self, state_file=None, block=TOKEN_BLOCK):
-        self.state_file = state_file
-        self.block = block
-        self._next = 0
-        self._end = 0
-
-    def next(self):
-        if self._next == self._end:
-            self._next, self._end = self._reserve()
-        token = self._next
-        self._next += 1
-        return token % _UINT32 or self.next()  # 0 is skipped: it looks like "no token"
-
-    def _reserve(self):
-        clock = int(time.time() * 1000)
-        if self.state_file is not None:
-            try:
-                return self._reserve_in_file(clock)
-            except OSError as exc:
-                log.warning("conf token state file %s unusable (%s); tokens start from the clock",
-                            self.state_file, exc)
-                self.state_file = None
-        start = max(clock, self._end)
-        return start, start + self.block
-
-    def _reserve_in_file(self, clock):
-        fd = os.open(self.state_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.read(fd, 64).strip()
-            try:
-                start = int(raw)
-            except ValueError:
-                start = clock
-            start = max(start, self._end)
-            end = start + self.block
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, b"%d\n" % end)
-            return start, end
-        finally:
-            os.close(fd)
 
 
 class Conf:

@@ -1,6 +1,7 @@
 """Several worker processes on one socket: the parent starts them, restarts one that dies, and
 stops them all on SIGTERM/SIGINT within the gateway's grace period."""
 import ctypes
+import json
 import logging
 import os
 import sys
@@ -13,14 +14,16 @@ from .handoff import Dispatcher, HandoffListener
 log = logging.getLogger("a6fast.server")
 
 SWEEP_SECONDS = 60.0
+# How often the token reservation is moved ahead of the workers (tokens.RESERVE_AHEAD).
+RESERVE_SECONDS = 0.1
 
 
 class Supervisor:
-    def __init__(self, options, registry, sock, tokens, shared, stats=None):
+    def __init__(self, options, registry, sock, lanes, shared, stats=None):
         self.options = options
-        self.registry = registry
+        self.registry = registry  # None: each worker imports the plugins itself
         self.sock = sock
-        self.tokens = tokens
+        self.lanes = lanes  # conf token lanes: a worker's slot is its lane
         self.shared = shared
         self.stats = stats  # the --stats socket: answered here from the workers' snapshots
         self.workers = {}  # pid -> slot
@@ -43,10 +46,19 @@ class Supervisor:
                 # runner's socket looking alive
                 self.sock.close()
                 self.dispatcher.close_all()
-                from . import run_worker
+                from . import load_plugins, run_worker
 
-                status = run_worker(self.options, self.registry, HandoffListener(theirs),
-                                    self.tokens, self.shared, stats=self.stats)
+                registry = self.registry
+                if registry is None:
+                    # the supervisor's check already logged what fails to load
+                    plugins_log = logging.getLogger("a6fast.plugins")
+                    plugins_log.disabled = True
+                    try:
+                        registry = load_plugins(self.options)
+                    finally:
+                        plugins_log.disabled = False
+                status = run_worker(self.options, registry, HandoffListener(theirs),
+                                    self.lanes.source(slot), self.shared, stats=self.stats)
             except BaseException:  # noqa: B902  the worker must never return into the parent's code
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -63,7 +75,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        from . import _early_stop
+        from . import _early_stop, _ignore_sighup
 
         flags = {"stop": bool(_early_stop)}
 
@@ -73,6 +85,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGCHLD, lambda s, f: None)
+        signal.signal(signal.SIGHUP, _ignore_sighup)
         signal.set_wakeup_fd(self._wake_w)
         for slot in range(self.options.workers):
             self.spawn(slot)
@@ -88,7 +101,7 @@ class Supervisor:
             full = not self.dispatcher.deal_waiting()
             try:
                 ready, _, _ = select.select(readers[:1] + readers[2:] if full else readers, [], [],
-                                            0.005 if full else 1.0)
+                                            0.005 if full else RESERVE_SECONDS)
             except InterruptedError:
                 ready = ()
             if self.sock.fileno() in ready:
@@ -96,6 +109,7 @@ class Supervisor:
             if self.stats is not None and self.stats.fileno() in ready:
                 self.stats.serve()
             self._drain()
+            self.lanes.reserve()
             self._reap(restart=not flags["stop"])
             if time.monotonic() >= next_sweep:
                 self.shared.sweep(self.options.conf_expire, self.options.max_confs)
@@ -160,6 +174,37 @@ class Supervisor:
         os.close(self._wake_r)
         os.close(self._wake_w)
         return 0
+
+
+def check_plugins_apart(options):
+    """Import the plugins once in a throw-away child, for the start-up report (load errors are
+    logged there): their names, or None if the child failed.  The supervisor itself imports no
+    plugin module, so nothing a module starts at import is made before the workers fork."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            from . import load_plugins
+
+            names = load_plugins(options).names()
+            with os.fdopen(write_end, "w") as out:
+                json.dump(names, out)
+            status = 0
+        except BaseException:  # noqa: B902  the child must never return into the parent's code
+            log.exception("checking the plugins failed")
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        raw = pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _die_with_parent(parent):
