@@ -5,7 +5,9 @@ drives the coroutine and resumes it when that future is done.  All of this happe
 thread; other threads hand results over through the loop (``call_soon_threadsafe``).
 """
 
+import collections
 import concurrent.futures
+import threading
 
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 
@@ -171,6 +173,91 @@ def run_in_pool(pool, call_soon_threadsafe, fn, args):
 
     pool.submit(work)
     return future
+
+
+class ThreadPool:
+    """Threads for blocking hooks, whose queued work goes when its call is abandoned.
+
+    ``submit`` returns a Future resolved on the loop.  Cancelling that Future (the call's
+    deadline passed, its connection closed) takes the work out of the queue if no thread has
+    started it: with a downstream that hangs, the queue holds at most the calls in flight, and
+    nothing runs later for a call answered long before.  A thread still running abandoned work
+    is counted (``overdue()``).
+    """
+
+    def __init__(self, size, call_soon_threadsafe, name="a6fast-plugin"):
+        self.size = size
+        self._call_soon_threadsafe = call_soon_threadsafe
+        self._name = name
+        self._lock = threading.Condition(threading.Lock())
+        self._queue = collections.OrderedDict()  # key -> (future, fn, args)
+        self._running = {}  # thread ident -> the future of the work it runs
+        self._threads = []
+        self._idle = 0
+        self._next_key = 0
+        self._closed = False
+
+    def submit(self, fn, args):
+        future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the thread pool is shut down")
+            key = self._next_key
+            self._next_key = key + 1
+            self._queue[key] = (future, fn, args)
+            if self._idle:
+                self._lock.notify()
+            elif len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name="%s-%d" % (self._name, len(self._threads)))
+                self._threads.append(thread)
+                thread.start()
+        future.add_done_callback(lambda done: done.cancelled() and self._unqueue(key))
+        return future
+
+    def _unqueue(self, key):
+        with self._lock:
+            self._queue.pop(key, None)
+
+    def queued(self):
+        """Work waiting for a thread."""
+        return len(self._queue)
+
+    def overdue(self):
+        """Threads still running work whose call was abandoned."""
+        with self._lock:
+            return sum(1 for future in self._running.values() if future.cancelled())
+
+    def _work(self):
+        me = threading.get_ident()
+        lock = self._lock
+        while True:
+            with lock:
+                while not self._queue and not self._closed:
+                    self._idle += 1
+                    lock.wait()
+                    self._idle -= 1
+                if self._closed:
+                    return
+                _, (future, fn, args) = self._queue.popitem(last=False)
+                self._running[me] = future
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: B902  handed to whoever awaits the future
+                self._call_soon_threadsafe(future.set_exception, exc)
+            else:
+                self._call_soon_threadsafe(future.set_result, result)
+            finally:
+                with lock:
+                    del self._running[me]
+                fn = args = None
+
+    def shutdown(self):
+        """Queued work is dropped; running work is left to finish (threads are daemons)."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            self._lock.notify_all()
 
 
 def wait_from_thread(call_soon_threadsafe, start, timeout):

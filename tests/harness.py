@@ -29,6 +29,8 @@ class RunnerProcess:
         full_env.pop("APISIX_LISTEN_ADDRESS", None)
         full_env["PYTHONPATH"] = os.pathsep.join(
             [A6FAST_ROOT] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        # conf token state in the test's own directory, never the machine's default
+        full_env["XDG_STATE_HOME"] = os.path.join(self.dir, "state")
         full_env.update(env or {})
         cmd = [sys.executable, "-m", "a6fast", "serve"]
         if "--listen" not in args and "--config" not in args and "APISIX_LISTEN_ADDRESS" not in (env or {}):

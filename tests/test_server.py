@@ -309,12 +309,3 @@ def test_connections_are_dealt_evenly_to_the_workers(tmp_path):
             gw.close()
         assert proc.stop() == 0
     assert sorted(pids.count(pid) for pid in set(pids)) == [4, 4]
-
-
-def test_token_state_is_one_file_per_directory_whatever_the_socket_name(tmp_path):
-    for name in ("apisix-1234.sock", "apisix-5678.sock"):
-        proc = RunnerProcess(tmp_path, sock_name=name)
-        with proc.gateway() as gw:
-            gw.prepare(STOP_CONF, "route#1")
-        assert proc.stop() == 0
-    assert sorted(p.name for p in tmp_path.iterdir() if "token" in p.name) == [".a6fast-tokens"]

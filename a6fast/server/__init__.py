@@ -15,7 +15,7 @@ from .listener import (DEFAULT_SOCKET_MODE, ListenError, bind_unix, parse_listen
 from .loop import Loop
 from .runner import Runner
 from .shared import SharedConfs
-from .tokens import MAX_WORKERS, StateError, TokenLanes, open_state
+from .tokens import MAX_WORKERS, StateError, open_lanes
 
 __all__ = ["ServeOptions", "serve", "ListenError", "StateError", "default_workers", "MAX_WORKERS"]
 
@@ -83,8 +83,7 @@ def serve(options, registry=None):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, f: _early_stop.append(s))
     signal.signal(signal.SIGHUP, _ignore_sighup)
-    state = open_state(options.state_file, log)  # StateError before anything is bound
-    lanes = TokenLanes(state)
+    lanes = open_lanes(options.state_file)  # StateError before anything is bound
     path = parse_listen_address(options.listen)
     try:
         sock, path = bind_unix(path, options.socket_mode, options.socket_group)

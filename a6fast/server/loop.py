@@ -13,9 +13,7 @@ import selectors
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-
-from ..futures import run_in_pool, set_offload
+from ..futures import ThreadPool, set_offload
 
 log = logging.getLogger("a6fast.server")
 
@@ -136,8 +134,12 @@ class Loop:
     def run_in_thread(self, fn, args):
         """Run ``fn(*args)`` in the pool; a Future, resolved on the loop thread, gets the result."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="a6fast-plugin")
-        return run_in_pool(self._pool, self.call_soon_threadsafe, fn, args)
+            self._pool = ThreadPool(self._threads, self.call_soon_threadsafe)
+        return self._pool.submit(fn, args)
+
+    def threads_overdue(self):
+        """Plugin threads still running work of an abandoned call."""
+        return 0 if self._pool is None else self._pool.overdue()
 
     def in_loop_thread(self):
         return threading.current_thread() is self._loop_thread
@@ -201,7 +203,7 @@ class Loop:
 
     def close(self):
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         self.remove(self._wake_r)
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -3,6 +3,7 @@
 Every call is answered with its action or with a type 0 Err frame: a failure is never answered
 with anything the gateway would read as success.
 """
+import collections
 import errno
 import logging
 import os
@@ -53,7 +54,7 @@ def _clip(text, limit=120):
 class Call:
     """One HTTPReqCall/HTTPRespCall that did not finish at once: the plugins' context for ExtraInfo."""
 
-    __slots__ = ("conn", "rpc_type", "id", "task", "timer", "live", "waiters", "started")
+    __slots__ = ("conn", "rpc_type", "id", "task", "timer", "live", "started")
 
     def __init__(self, conn, rpc_type, call_id):
         self.conn = conn
@@ -62,7 +63,7 @@ class Call:
         self.task = None
         self.timer = None
         self.live = True
-        self.waiters = []
+        self.started = 0
 
     def extra_info(self, info_type, name=None):
         """Ask the gateway (loop thread): a Future of ExtraInfo.Resp.result (bytes or None)."""
@@ -72,10 +73,7 @@ class Call:
             frame = codec.encode_extra_info_var(name)
         else:
             frame = _EXTRA_INFO_BODY[info_type]
-        future = Future()
-        self.waiters.append(future)
-        self.conn.ask(frame)
-        return future
+        return self.conn.ask(frame)
 
     def extra_info_blocking(self, info_type, name=None):
         """The same from a worker thread: waits for the answer (at most the call's deadline)."""
@@ -87,9 +85,16 @@ class Call:
 
 
 class Connection:
-    """One gateway connection: exact framing, one call at a time, non-blocking writes."""
+    """One gateway connection: exact framing, one call at a time, non-blocking writes.
 
-    __slots__ = ("runner", "sock", "fd", "rbuf", "wbuf", "call", "stale_extra", "closed",
+    What is written is accounted for, so that no answer can shift onto another request: one
+    answer per frame the gateway sent (``owed``), and ExtraInfo questions only for a call still
+    running, each remembered in order (``questions``) until the gateway answers it, also when
+    its call has ended meanwhile (that answer is then dropped).  A frame that does not fit this
+    account closes the connection: the gateway retries on a new one, and nothing is answered
+    that it did not ask."""
+
+    __slots__ = ("runner", "sock", "fd", "rbuf", "wbuf", "call", "questions", "owed", "closed",
                  "reading", "writing", "in_read", "last_read")
 
     def __init__(self, runner, sock):
@@ -99,7 +104,8 @@ class Connection:
         self.rbuf = bytearray()
         self.wbuf = bytearray()
         self.call = None
-        self.stale_extra = 0
+        self.questions = collections.deque()  # Futures of the ExtraInfo answers not yet read
+        self.owed = False  # a request frame was read and is not answered yet
         self.closed = False
         self.reading = True
         self.writing = False
@@ -155,7 +161,7 @@ class Connection:
         try:
             size = len(rbuf)
             while size - pos >= 4 and not self.closed and len(self.wbuf) < MAX_BACKLOG:
-                if self.call is not None and not self.call.waiters:
+                if self.call is not None and not self.questions:
                     break  # the call runs on; later frames wait for its answer
                 rpc_type = rbuf[pos]
                 end = pos + 4 + ((rbuf[pos + 1] << 16) | (rbuf[pos + 2] << 8) | rbuf[pos + 3])
@@ -172,7 +178,7 @@ class Connection:
             self.update_events()
 
     def update_events(self):
-        reading = (self.call is None or bool(self.call.waiters)) and len(self.wbuf) < MAX_BACKLOG
+        reading = (self.call is None or bool(self.questions)) and len(self.wbuf) < MAX_BACKLOG
         writing = bool(self.wbuf)
         if reading != self.reading or writing != self.writing:
             self.reading, self.writing = reading, writing
@@ -180,14 +186,29 @@ class Connection:
 
     # frames -------------------------------------------------------------------------------------
     def on_frame(self, rpc_type, payload):
-        call = self.call
-        if call is not None:
-            if rpc_type == RPC_EXTRA_INFO:
-                self.on_extra_info(call, payload)
-            else:
-                self.close("protocol error: %s frame while waiting for an ExtraInfo answer"
-                           % RPC_NAMES.get(rpc_type, "type %d" % rpc_type))
+        if rpc_type == RPC_EXTRA_INFO:
+            self.on_extra_info(payload)
             return
+        if self.call is not None or self.questions:
+            self.close("protocol error: %s frame while %s" % (
+                RPC_NAMES.get(rpc_type, "type %d" % rpc_type),
+                "ExtraInfo answers are due" if self.questions else "a call is running"))
+            return
+        self.owed = True
+        try:
+            self.on_request(rpc_type, payload)
+        except BaseException as exc:  # noqa: B902  (MemoryError included) still answered
+            if not self.owed or self.call is not None or self.closed:
+                raise
+            self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
+            log.error("%s frame of %d bytes could not be handled; answering SERVICE_UNAVAILABLE",
+                      RPC_NAMES.get(rpc_type, "type %d" % rpc_type), len(payload),
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
+            if not isinstance(exc, Exception):
+                raise
+
+    def on_request(self, rpc_type, payload):
         runner = self.runner
         if rpc_type == RPC_HTTP_REQ_CALL:
             try:
@@ -222,8 +243,6 @@ class Connection:
                 self.run_inline(RPC_HTTP_RESP_CALL, req, chain.call_response)
             else:
                 self.run_call(RPC_HTTP_RESP_CALL, req, chain.call_response)
-        elif rpc_type == RPC_EXTRA_INFO and self.stale_extra:
-            self.stale_extra -= 1  # the answer to a call that already timed out
         else:
             self.fail(BAD_REQUEST, "unexpected frame of %s (%d bytes)",
                       RPC_NAMES.get(rpc_type, "unknown type %d" % rpc_type), len(payload))
@@ -276,7 +295,7 @@ class Connection:
                 answer.add_done_callback(lambda done: self.call_done(call, done))
                 return
             self.answer(rpc_type, req.id, answer)
-        call.live = False
+        self.finish(call)
         if started:
             runner.stats.observe(rpc_type, started)
 
@@ -307,7 +326,6 @@ class Connection:
         self.runner.plugin_log.error(
             "%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
             RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
-        self.stale_extra += len(call.waiters)
         self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
         self.abandon(call)
         self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
@@ -315,6 +333,9 @@ class Connection:
             self.process()
 
     def finish(self, call):
+        """The call is over: what it still waits for is cancelled (a thread blocked in
+        get_var()/get_body() gets CancelledError now); answers to its questions that come
+        later are read and dropped."""
         if call.live and call.started:
             self.runner.stats.observe(call.rpc_type, call.started)
         call.live = False
@@ -322,18 +343,14 @@ class Connection:
             call.timer.cancel()
         if self.call is call:
             self.call = None
+        for future in self.questions:
+            future.cancel()
 
     def abandon(self, call):
-        """Give up on a call that will not be answered by its plugins.
-
-        The ExtraInfo futures are cancelled too: a worker thread blocked in get_var()/get_body()
-        gets CancelledError now, instead of holding a pool thread until the call's deadline."""
+        """Give up on a call that will not be answered by its plugins."""
         self.finish(call)
         if call.task is not None:
             call.task.cancel()
-        waiters, call.waiters = call.waiters, []
-        for future in waiters:
-            future.cancel()
 
     def call_failed(self, rpc_type, call_id, exc):
         name = RPC_NAMES[rpc_type]
@@ -352,8 +369,13 @@ class Connection:
                                          exc_info=(type(exc), exc, exc.__traceback__))
             self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
 
-    def on_extra_info(self, call, payload):
-        future = call.waiters.pop(0)
+    def on_extra_info(self, payload):
+        if not self.questions:
+            self.close("protocol error: an ExtraInfo answer nobody asked for")
+            return
+        future = self.questions.popleft()
+        if future.done():
+            return  # the answer to a question of a call that has ended
         try:
             result = codec.decode_extra_info_resp(payload)
         except DecodeError as exc:
@@ -371,13 +393,29 @@ class Connection:
 
     # output -------------------------------------------------------------------------------------
     def ask(self, frame):
-        """Send an ExtraInfo request; its answer must be read even though a call is running."""
+        """Send an ExtraInfo question of the running call: the Future of its answer, which must
+        be read even though a call is running."""
+        future = Future()
+        self.questions.append(future)
         self.runner.stats.extra_info += 1
-        self.send(frame)
+        self.write(frame)
         if not self.in_read:
             self.update_events()
+        return future
 
     def send(self, frame):
+        """Send the answer to the request frame read last (the only way an answer goes out)."""
+        if not self.owed:
+            # a bug, never a peer's doing: better no answer (the gateway's call fails on the
+            # closed connection) than one the gateway would take for its next call
+            log.error("internal error: an answer with no request to answer on connection %d; "
+                      "closing it", self.fd)
+            self.close(None)
+            return
+        self.owed = False
+        self.write(frame)
+
+    def write(self, frame):
         if self.closed:
             return
         if self.wbuf:

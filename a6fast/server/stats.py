@@ -79,6 +79,8 @@ class WorkerStats:
             "time": time.time(),
             "started": self.started,
             "confs": len(confs),
+            # plugin threads still running for calls already answered at their deadline
+            "threads_overdue": runner.loop.threads_overdue(),
             "calls": {"PrepareConf": self.prepare_conf,
                       "HTTPReqCall": calls - self.resp_calls,
                       "HTTPRespCall": self.resp_calls,
@@ -158,6 +160,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
     hists = {RPC_NAMES[phase]: [0] * BUCKETS for phase in _PHASES}
     per_worker = []
     confs = 0
+    overdue = 0
     for snap in workers:
         live = alive(snap["pid"])
         _add(calls, snap["calls"])
@@ -169,6 +172,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
                 into[bucket] += n
         if live:
             confs = max(confs, snap["confs"])
+            overdue += snap.get("threads_overdue", 0)
         per_worker.append({"pid": snap["pid"], "alive": live, "confs": snap["confs"],
                            "age_s": round(max(0.0, now - snap["time"]), 3),
                            "calls": snap["calls"], "errors": snap["errors"]})
@@ -179,6 +183,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
         "uptime_s": round(now - started, 3),
         "workers": sum(1 for w in per_worker if w["alive"]),
         "confs": confs,
+        "threads_overdue": overdue,
         "calls": calls,
         "errors": errors,
         "plugins": plugins,
@@ -363,6 +368,9 @@ def format_snapshot(snap: Dict[str, Any]) -> str:
     lines.append("calls    PrepareConf %d  HTTPReqCall %d  HTTPRespCall %d  ExtraInfo asked %d"
                  % (calls["PrepareConf"], calls["HTTPReqCall"], calls["HTTPRespCall"],
                     calls["ExtraInfo"]))
+    if snap.get("threads_overdue"):
+        lines.append("threads  %d plugin thread(s) still running for calls answered at their "
+                     "deadline" % snap["threads_overdue"])
     lines.append("errors   " + "  ".join("%s %d" % item for item in sorted(snap["errors"].items())))
     lines.append("latency (µs, at most; %s)" % snap.get("latency_sampling", "sampled"))
     rows = [("", "timed", "p50", "p90", "p99", "p99.9", "max")]

@@ -19,6 +19,7 @@ Without usable state (no --state-file and no private default directory) sequence
 clock, which is unique across restarts unless the last run handed out more than CLOCK_RATE
 tokens a second per worker over its life.
 """
+import logging
 import mmap
 import os
 import stat
@@ -35,6 +36,8 @@ SEQUENCE_SPAN = 1 << SEQUENCE_BITS
 RESERVE_AHEAD = 1 << 17
 CLOCK_RATE = 100  # sequences per second when starting from the clock
 STATE_FILE_NAME = "tokens"
+
+log = logging.getLogger("a6fast.server")
 
 _CELL = struct.Struct("=I")  # aligned 4-byte cells: each is written by one process only
 
@@ -138,18 +141,19 @@ class StateFile:
         os.close(self.dir_fd)
 
 
-def open_state(path, log):
-    """The StateFile to use: ``path`` when given (StateError if it is unsafe), else the
-    default's, or None (with a warning) when the default cannot be made private."""
+def open_lanes(path):
+    """The run's TokenLanes, with its state in ``path`` when given (StateError if that cannot
+    be trusted or written), else in the default place, or from the clock (with a warning) when
+    the default cannot be made private."""
     if path is not None:
-        return StateFile(path)
+        return TokenLanes(StateFile(path))
     default = os.path.join(default_state_dir(), STATE_FILE_NAME)
     try:
-        return StateFile(default, create_dir=True)
+        return TokenLanes(StateFile(default, create_dir=True))
     except StateError as exc:
         log.warning("no private place for conf token state (%s); token sequences start from "
                     "the clock (give --state-file for restarts in quick succession)", exc)
-        return None
+        return TokenLanes(None)
 
 
 class TokenLanes:
@@ -167,7 +171,11 @@ class TokenLanes:
         self.start = stored  # every lane's first sequence in this run
         self._cells = mmap.mmap(-1, _CELL.size * (LANES + 1))
         self.reserved = 0
+        self._write_failed = False
         self.reserve()
+        if self._write_failed:
+            state.close()
+            raise StateError("cannot write the state file %s" % state.path)
 
     def _get(self, index):
         return _CELL.unpack_from(self._cells, index * _CELL.size)[0]
@@ -185,7 +193,16 @@ class TokenLanes:
         if reserved == self.reserved:
             return
         if self.state is not None:
-            self.state.write(self.start + reserved)
+            try:
+                self.state.write(self.start + reserved)
+            except OSError as exc:
+                # unrecorded tokens could be handed out again after a restart: none are, and
+                # PrepareConf fails closed once the lanes reach the recorded reservation
+                if not self._write_failed:
+                    log.error("cannot record conf token state in %s: %s", self.state.path, exc)
+                self._write_failed = True
+                return
+            self._write_failed = False
         self.reserved = reserved
         self._set(LANES, reserved)
 
