@@ -4,6 +4,12 @@ With several workers the supervisor alone accepts on the gateway's socket and pa
 connection to the next worker in turn (SCM_RIGHTS over a datagram socket pair).  The gateway opens
 its connections in bursts and keeps them for thousands of calls, so a worker accepting for itself
 would often take a whole burst and leave the other workers idle.
+
+A descriptor handed to a process that has no free one is dropped by the kernel (the message
+arrives truncated), and that connection would be lost.  So a worker keeps a few descriptors in
+reserve and gives the supervisor one credit per connection it has room for; the supervisor
+deals only against credits.  A worker at its limit stops sending credits and gets no more
+connections until it has room again; the supervisor keeps them or gives them to the others.
 """
 import collections
 import errno
@@ -14,23 +20,64 @@ import socket
 log = logging.getLogger("a6fast.server")
 
 
+# Connections a new worker may be handed before its first credit comes back.
+INITIAL_CREDITS = 4
+# Descriptors a worker keeps free: given up just before a connection is received, so that one
+# opened meanwhile by a plugin thread cannot leave the connection without a place to land.
+RESERVE_FDS = 2
+CREDIT = b"+"
+
+
 class HandoffListener:
     """A worker's end: looks like a listening socket to the runner (``accept``, ``fileno``)."""
 
     def __init__(self, sock):
         self.sock = sock
         sock.setblocking(False)
+        self.reserve = []
+        self.owing = 0  # credits not sent yet: no descriptor to spare when they were due
+        self._refill()
 
     def fileno(self):
         return self.sock.fileno()
 
+    def _refill(self):
+        while len(self.reserve) < RESERVE_FDS:
+            try:
+                self.reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return False
+        return True
+
+    def _release(self):
+        while self.reserve:
+            os.close(self.reserve.pop())
+
+    def settle(self):
+        """Send the credits owed if there is room again: True when none is owed."""
+        if self.owing and self._refill():
+            try:
+                while self.owing:
+                    self.sock.send(CREDIT)
+                    self.owing -= 1
+            except OSError:
+                pass  # the supervisor is gone or its queue is full: tried again later
+        return not self.owing
+
     def accept(self):
+        if not self.settle():
+            raise OSError(errno.EMFILE, "out of file descriptors: no more connections taken "
+                                        "until one closes")
+        self._release()
         try:
             _, fds, flags, _ = socket.recv_fds(self.sock, 1, 1)
         except OSError as exc:
+            self._refill()
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                 raise BlockingIOError() from None
             raise
+        self.owing += 1
+        self.settle()
         if flags & socket.MSG_CTRUNC:
             # This worker is out of descriptors: the kernel dropped the connection it was handed.
             # Raised like accept() would, so that the runner says so and pauses its intake.
@@ -43,6 +90,7 @@ class HandoffListener:
         return socket.socket(fileno=fds[0]), None
 
     def close(self):
+        self._release()
         self.sock.close()
 
 
@@ -51,6 +99,7 @@ class Dispatcher:
 
     def __init__(self):
         self.ends = {}  # slot -> the supervisor's end
+        self.credits = {}  # slot -> connections its worker has room for
         self._turn = 0
         # accepted while every worker's queue was full: handed over before anything new is accepted
         self.waiting = collections.deque()
@@ -63,12 +112,14 @@ class Dispatcher:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         mine.setblocking(False)
         self.ends[slot] = mine
+        self.credits[slot] = INITIAL_CREDITS
         return theirs
 
     def close_all(self):
         for end in self.ends.values():
             end.close()
         self.ends.clear()
+        self.credits.clear()
         while self.waiting:
             self.waiting.popleft().close()
 
@@ -99,13 +150,26 @@ class Dispatcher:
             waiting.popleft().close()
         return True
 
+    def _collect(self, slot):
+        end = self.ends[slot]
+        try:
+            while True:
+                self.credits[slot] += len(end.recv(64))
+        except OSError:
+            pass  # nothing more (or that worker is gone: its pair is replaced when it is)
+
     def deal(self, conn):
         slots = sorted(self.ends)
         for _ in range(len(slots)):
             slot = slots[self._turn % len(slots)]
             self._turn += 1
+            if not self.credits[slot]:
+                self._collect(slot)
+                if not self.credits[slot]:
+                    continue  # no room in that worker now
             try:
                 socket.send_fds(self.ends[slot], [b"c"], [conn.fileno()])
+                self.credits[slot] -= 1
                 return True
             except BlockingIOError:
                 pass  # its queue is full (net.unix.max_dgram_qlen, often 10): the next one

@@ -517,6 +517,9 @@ class Runner:
             self.accept_paused = False
             if self.accepting:
                 self.loop.add_reader(self.listener.fileno(), self.on_accept)
+                # a worker's hand-over is readable only once it has told the supervisor it has
+                # room again (handoff.py): try now rather than wait for a connection to come
+                self.on_accept(0)
 
     def forget(self, conn):
         if self.connections.get(conn.fd) is conn:
