@@ -15,7 +15,7 @@ import time
 import pytest
 
 from a6fast import gateway
-from a6fast.protocol import (ACTION_STOP, CONF_TOKEN_NOT_FOUND, RPC_ERR, RPC_EXTRA_INFO,
+from a6fast.protocol import (ACTION_STOP, CONF_TOKEN_NOT_FOUND, INFO_VAR, RPC_ERR, RPC_EXTRA_INFO,
                              RPC_HTTP_REQ_CALL, SERVICE_UNAVAILABLE)
 
 from faultkit import children, wait_until
@@ -378,3 +378,83 @@ def test_a_wrong_environment_value_is_one_line_and_exit_2(tmp_path, env):
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     assert "APISIX_CONF_EXPIRE_TIME" in result.stderr
+
+
+# Stress: every answer checked against the request that caused it ---------------------------------
+
+STRESS_KINDS = [
+    # (plugin, conf, headers, what the answer must be: a function of the call id)
+    ("echo-marker", "", [], lambda i: (200, b"/m/%d" % i)),
+    ("thread-marker", "", [("x-var", "who")], lambda i: (200, b"/m/%d v-%d" % (i, i))),
+    ("async-marker", "", [("x-var", "who")], lambda i: (200, b"/m/%d v-%d b-%d" % (i, i, i))),
+    ("thread-marker", "", [], lambda i: (200, b"/m/%d" % i)),
+    ("ask-then-deny", "denied", [], lambda i: (403, b"denied")),
+    ("prefetch-then-deny", "denied", [("x-wait", "0")], lambda i: (403, b"denied")),
+    ("sleepy", "", [("x-sleep", "0.001")], lambda i: (200, b"/m/%d" % i)),
+]
+# one call in this many hangs past the deadline and must get SERVICE_UNAVAILABLE
+STRESS_HANG_EVERY = 250
+
+
+def _stress_connection(path, first_id, count, results):
+    """One gateway connection: ``count`` calls, ExtraInfo answered as APISIX does, with values
+    that name the call they were asked for; mismatches are collected in ``results``."""
+    mismatches = []
+    answered = 0
+    with Gateway(path, timeout=30) as gw:
+        tokens = {}
+        for plugin, conf, _, _ in STRESS_KINDS + [("sleepy", "", [], None)]:
+            tokens[plugin, conf] = gw.prepare([(plugin, conf)], "route#%s#%s" % (plugin, conf))
+        for n in range(count):
+            call_id = first_id + n
+            if call_id % STRESS_HANG_EVERY == 0:
+                plugin, conf, headers, expect = ("sleepy", "", [("x-sleep", "0.8")], None)
+            else:
+                plugin, conf, headers, expect = STRESS_KINDS[call_id % len(STRESS_KINDS)]
+            gw.send(gateway.encode_http_req_call_req(call_id, tokens[plugin, conf],
+                                                     path="/m/%d" % call_id, headers=headers))
+            while True:
+                rpc_type, payload = gw.read()
+                if rpc_type != RPC_EXTRA_INFO:
+                    break
+                info_type, _ = gateway.decode_extra_info_req(payload)
+                value = (b"v-%d" if info_type == INFO_VAR else b"b-%d") % call_id
+                gw.send(gateway.encode_extra_info_resp(value))
+            answered += 1
+            if expect is None:
+                if rpc_type != RPC_ERR or gateway.decode_err(payload) != SERVICE_UNAVAILABLE:
+                    mismatches.append((call_id, plugin, rpc_type, payload[:40]))
+                continue
+            if rpc_type != RPC_HTTP_REQ_CALL:
+                mismatches.append((call_id, plugin, rpc_type, payload[:40]))
+                continue
+            resp = gateway.decode_http_req_call_resp(payload)
+            got = (resp.id, resp.stop.status, resp.stop.body) if resp.action_type == ACTION_STOP \
+                else (resp.id, resp.action_type, None)
+            if got != (call_id,) + expect(call_id):
+                mismatches.append((call_id, plugin, got))
+    results.append((answered, mismatches))
+
+
+def test_stress_twenty_thousand_mixed_calls_each_answer_reaches_its_own_request(tmp_path):
+    proc = start(tmp_path, "--workers", "2", "--call-timeout", "0.5", "--threads", "32")
+    connections, per_connection = 8, 2500
+    results = []
+    try:
+        threads = [threading.Thread(target=_stress_connection,
+                                    args=(proc.path, 1 + c * per_connection, per_connection,
+                                          results))
+                   for c in range(connections)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        stopped(proc)
+    assert len(results) == connections, "a connection failed: see the log above"
+    answered = sum(r[0] for r in results)
+    mismatches = [m for r in results for m in r[1]]
+    print("stress: %d calls answered, %d mismatches" % (answered, len(mismatches)))
+    assert answered == connections * per_connection
+    assert not mismatches, mismatches[:5]
