@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .plugin import MODE_NAMES, PluginSpec
 from .registry import Registry
 
-__all__ = ["PluginInfo", "CheckReport", "check", "describe", "format_report"]
+__all__ = ["PluginInfo", "CheckReport", "check", "describe", "format_report", "format_errors"]
 
 
 @dataclass
@@ -135,6 +135,11 @@ def _where(path: str, line: int) -> str:
     return "%s:%d" % (path, line) if line else path
 
 
+def format_errors(errors: Sequence[Tuple[str, int, str]]) -> str:
+    """One line per load error, ``  file:line: message`` (as ``a6fast serve`` refuses with)."""
+    return "\n".join("  %s: %s" % (_where(path, line), message) for path, line, message in errors)
+
+
 def format_report(report: CheckReport, dirs: Sequence[str]) -> str:
     """The human-readable report."""
     lines = ["%d plugin(s), %d error(s) in %s" % (len(report.plugins), len(report.errors),
@@ -150,8 +155,7 @@ def format_report(report: CheckReport, dirs: Sequence[str]) -> str:
                          + "  " + row[4])
     if report.errors:
         lines.append("errors:")
-        for path, line, message in report.errors:
-            lines.append("  %s: %s" % (_where(path, line), message))
+        lines.append(format_errors(report.errors))
     if report.warnings:
         lines.append("warnings:")
         for message in report.warnings:

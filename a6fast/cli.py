@@ -121,10 +121,13 @@ def main():
                    "Default: /var/lib/a6fast/tokens (root) or ~/.local/state/a6fast/tokens.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
+@click.option("--reload", "reload_on_change", is_flag=True,
+              help="Reload the plugins when a file of a --plugins directory changes "
+                   "(for development; SIGHUP reloads in any case).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_timeout, conf_expire,
-          max_confs, socket_mode, socket_group, state_file, stats_address):
+          max_confs, socket_mode, socket_group, state_file, stats_address, reload_on_change):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
-    from .server import (ListenError, ServeOptions, StateError, default_workers,
+    from .server import (ListenError, PluginsFailed, ServeOptions, StateError, default_workers,
                          serve as run_server)
 
     try:
@@ -135,6 +138,14 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
         fail("serve", str(exc))
     setup_logging(log_level or from_file.get("log_level") or "info")
     listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
+    if not listen:
+        fail("serve", "no socket to listen on: pass --listen unix:/path.sock (APISIX sets "
+                      "APISIX_LISTEN_ADDRESS when it starts the runner)")
+    if ":" in listen.split("/", 1)[0] and not listen.startswith("unix:"):
+        fail("serve", "cannot listen on %r: only unix sockets are served (unix:/path.sock)"
+             % listen)
+    if listen in ("unix:", ""):
+        fail("serve", "empty socket path in %r" % listen)
     try:
         mode = int(socket_mode, 8)
     except ValueError:
@@ -148,9 +159,16 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
     options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), workers=workers,
                            conf_expire=conf_expire, max_confs=max_confs,
                            call_timeout=call_timeout, socket_mode=mode, socket_group=group,
-                           state_file=state_file, threads=threads, stats=stats_address)
+                           state_file=state_file, threads=threads, stats=stats_address,
+                           reload_on_change=reload_on_change)
     try:
         status = run_server(options)
+    except PluginsFailed as exc:
+        from .check import format_errors
+
+        click.echo("a6fast serve: not starting: %d plugin error(s):" % len(exc.errors), err=True)
+        click.echo(format_errors(exc.errors), err=True)
+        sys.exit(2)
     except StateError as exc:
         fail("serve", "--state-file %s cannot be trusted: %s" % (state_file, exc))
     except ListenError as exc:

@@ -42,6 +42,12 @@ class ConfStore:
         self.evicted_early = 0
         self.dropped_calls = {}  # plugin name -> calls of the confs no longer stored
 
+    def replace_all(self, prepare):
+        """Forget every conf and prepare new ones with ``prepare`` (a reload)."""
+        self.prepare = prepare
+        for conf in list(self._by_token.values()):
+            self._drop(conf, early=False)
+
     def __len__(self):
         return len(self._by_token)
 

@@ -26,6 +26,8 @@ INITIAL_CREDITS = 4
 # opened meanwhile by a plugin thread cannot leave the connection without a place to land.
 RESERVE_FDS = 2
 CREDIT = b"+"
+# A connection a retiring worker gives back (after a reload), idle between two calls.
+GIVEN_BACK = b"r"
 
 
 class HandoffListener:
@@ -89,6 +91,11 @@ class HandoffListener:
             raise BlockingIOError()  # nothing came with it: no connection to serve
         return socket.socket(fileno=fds[0]), None
 
+    def give_back(self, conn):
+        """Return an idle connection to the supervisor, which deals it to a worker of the new
+        generation; BlockingIOError when its queue is full (try again later)."""
+        socket.send_fds(self.sock, [GIVEN_BACK], [conn.fileno()])
+
     def close(self):
         self._release()
         self.sock.close()
@@ -100,6 +107,7 @@ class Dispatcher:
     def __init__(self):
         self.ends = {}  # slot -> the supervisor's end
         self.credits = {}  # slot -> connections its worker has room for
+        self.retired = set()  # slots of workers leaving after a reload: dealt nothing more
         self._turn = 0
         # accepted while every worker's queue was full: handed over before anything new is accepted
         self.waiting = collections.deque()
@@ -115,11 +123,31 @@ class Dispatcher:
         self.credits[slot] = INITIAL_CREDITS
         return theirs
 
+    def retire(self, slot):
+        self.retired.add(slot)
+
+    def drop(self, slot):
+        """The worker of ``slot`` is gone: take what it sent last, then forget its pair."""
+        if slot in self.ends:
+            self._collect(slot)
+            self.ends.pop(slot).close()
+            del self.credits[slot]
+        self.retired.discard(slot)
+
+    def retired_fds(self):
+        return [self.ends[slot].fileno() for slot in self.retired if slot in self.ends]
+
+    def collect_retired(self):
+        for slot in list(self.retired):
+            if slot in self.ends:
+                self._collect(slot)
+
     def close_all(self):
         for end in self.ends.values():
             end.close()
         self.ends.clear()
         self.credits.clear()
+        self.retired.clear()
         while self.waiting:
             self.waiting.popleft().close()
 
@@ -151,16 +179,24 @@ class Dispatcher:
         return True
 
     def _collect(self, slot):
+        """Read what the worker of ``slot`` sent: credits, and connections it gives back."""
         end = self.ends[slot]
-        try:
-            while True:
-                self.credits[slot] += len(end.recv(64))
-        except OSError:
-            pass  # nothing more (or that worker is gone: its pair is replaced when it is)
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(end, 64, 4)
+            except OSError:
+                return  # nothing more (or that worker is gone: its pair is replaced when it is)
+            if not data and not fds:
+                return
+            if fds:
+                for fd in fds:
+                    self.waiting.append(socket.socket(fileno=fd))
+            elif data:
+                self.credits[slot] += data.count(CREDIT)
 
     def deal(self, conn):
-        slots = sorted(self.ends)
-        for _ in range(len(slots)):
+        slots = sorted(slot for slot in self.ends if slot not in self.retired)
+        for _ in range(len(slots)):  # (none: kept waiting until a worker starts)
             slot = slots[self._turn % len(slots)]
             self._turn += 1
             if not self.credits[slot]:

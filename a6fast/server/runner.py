@@ -445,6 +445,20 @@ class Connection:
         if not self.in_read:
             self.process()  # reading may resume
 
+    def idle(self):
+        """Between two calls, with nothing half-read, unanswered, asked or unsent."""
+        return (self.call is None and not self.owed and not self.questions and not self.rbuf
+                and not self.wbuf and not self.closed)
+
+    def detach(self):
+        """Stop serving this connection here (it was given to another process)."""
+        self.closed = True
+        self.runner.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
     def close(self, reason):
         if self.closed:
             return
@@ -565,6 +579,35 @@ class Runner:
             if conn.rbuf and conn.call is None and conn.last_read < limit:
                 conn.close("no byte of an incomplete frame for %ds" % STALLED_FRAME_SECONDS)
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+
+    def reload(self, registry):
+        """Serve with ``registry`` from now on (one worker, reloaded in place): confs prepared
+        before are dropped, so the gateway prepares them again with the new plugins."""
+        self.registry = registry
+        self.confs.replace_all(registry.prepare)
+
+    def retire(self, give_back, gone):
+        """Leave after a reload: take nothing new; hand each connection to ``give_back(sock)``
+        as soon as it is idle between two calls (nothing read and not answered, nothing asked,
+        nothing half-read or unsent); ``gone()`` once none is left."""
+        if self.accepting:
+            self.on_accept(0)  # what was dealt here before the reload is served, not lost
+            self.accepting = False
+            self.loop.remove(self.listener.fileno())
+        for conn in list(self.connections.values()):
+            if conn.idle():
+                try:
+                    give_back(conn.sock)
+                except BlockingIOError:
+                    break  # the supervisor's queue is full: the rest on the next turn
+                except OSError as exc:
+                    conn.close("cannot give the connection back: %s" % exc)
+                    continue
+                conn.detach()
+        if self.connections:
+            self.loop.call_later(0.005, lambda: self.retire(give_back, gone))
+        else:
+            gone()
 
     def busy(self):
         """How many calls are waiting for plugins (ExtraInfo, threads)."""

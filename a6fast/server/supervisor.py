@@ -1,5 +1,6 @@
-"""Several worker processes on one socket: the parent starts them, restarts one that dies, and
-stops them all on SIGTERM/SIGINT within the gateway's grace period."""
+"""Several worker processes on one socket: the parent starts them, restarts one that dies,
+replaces them all on SIGHUP (a reload) without dropping a connection or a call, and stops them
+all on SIGTERM/SIGINT within the gateway's grace period."""
 import ctypes
 import json
 import logging
@@ -10,6 +11,7 @@ import signal
 import time
 
 from .handoff import Dispatcher, HandoffListener
+from .tokens import LANES
 
 log = logging.getLogger("a6fast.server")
 
@@ -26,16 +28,19 @@ class Supervisor:
         self.lanes = lanes  # conf token lanes: a worker's slot is its lane
         self.shared = shared
         self.stats = stats  # the --stats socket: answered here from the workers' snapshots
-        self.workers = {}  # pid -> slot
-        self.stopping = False
+        self.workers = {}  # pid -> slot (a slot is also the worker's conf token lane)
+        self.retiring = {}  # pid -> slot of the workers of an earlier generation, leaving
         self._restarts = []
         self.dispatcher = Dispatcher()
+        self.restarts = 0  # workers that died and were replaced
+        self.reloads = 0  # reloads done (SIGHUP, or --reload seeing a change)
+        self.reload_failures = 0  # reloads refused because the new plugin code did not load
 
     def spawn(self, slot):
         parent = os.getpid()
         theirs = self.dispatcher.pair(slot)
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the worker (SIGUSR1, "leave", is blocked until its loop handles it)
             status = 1
             try:
                 _die_with_parent(parent)
@@ -75,35 +80,45 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        from . import _early_stop, _ignore_sighup
+        from . import _early_stop
 
-        flags = {"stop": bool(_early_stop)}
+        flags = {"stop": bool(_early_stop), "reload": False}
 
         def on_stop(signum, frame):
             flags["stop"] = True
 
+        def on_reload(signum, frame):
+            flags["reload"] = True
+
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGCHLD, lambda s, f: None)
-        signal.signal(signal.SIGHUP, _ignore_sighup)
+        signal.signal(signal.SIGHUP, on_reload)
+        # SIGUSR1 tells a worker to leave after a reload: blocked here, so that a worker is
+        # born with it blocked and gets it only once its loop handles it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         signal.set_wakeup_fd(self._wake_w)
         for slot in range(self.options.workers):
+            if flags["stop"]:
+                break  # a SIGTERM while the workers start: no more of them
             self.spawn(slot)
+        watch = PluginWatch(self.options.plugin_dirs) if self.options.reload_on_change else None
         next_sweep = time.monotonic() + SWEEP_SECONDS
         self.sock.setblocking(False)
-        readers = [self._wake_r, self.sock.fileno()]
-        if self.stats is not None:
-            self.stats.use_worker_files()
-            readers.append(self.stats.fileno())
         while not flags["stop"]:
             # While connections accepted earlier wait for a worker to take them, the listener is
             # left alone (new ones wait in its backlog) and the hand-over is tried every 5 ms.
             full = not self.dispatcher.deal_waiting()
+            readers = [self._wake_r] + self.dispatcher.retired_fds()
+            if not full:
+                readers.append(self.sock.fileno())
+            if self.stats is not None:
+                readers.append(self.stats.fileno())
             try:
-                ready, _, _ = select.select(readers[:1] + readers[2:] if full else readers, [], [],
-                                            0.005 if full else RESERVE_SECONDS)
+                ready, _, _ = select.select(readers, [], [], 0.005 if full else RESERVE_SECONDS)
             except InterruptedError:
                 ready = ()
+            self.dispatcher.collect_retired()  # connections given back by leaving workers
             if self.sock.fileno() in ready:
                 self.dispatcher.accept_and_deal(self.sock)
             if self.stats is not None and self.stats.fileno() in ready:
@@ -111,10 +126,51 @@ class Supervisor:
             self._drain()
             self.lanes.reserve()
             self._reap(restart=not flags["stop"])
+            if watch is not None and watch.changed():
+                flags["reload"] = True
+            if flags["reload"] and not flags["stop"]:
+                flags["reload"] = False
+                self.reload()
             if time.monotonic() >= next_sweep:
                 self.shared.sweep(self.options.conf_expire, self.options.max_confs)
                 next_sweep = time.monotonic() + SWEEP_SECONDS
         return self.shutdown()
+
+    def reload(self):
+        """Start a new generation of workers with the plugin code as it is on disk now, and let
+        the old one leave: each old worker takes no new connection, finishes its calls and gives
+        every connection back, idle between two calls, to be dealt to the new workers."""
+        if self.registry is not None:
+            log.warning("reload asked, but this runner was given its plugins ready-made; ignored")
+            return
+        report = check_plugins_apart(self.options)
+        if report is None or report["errors"]:
+            for path, line, message in report["errors"] if report else ():
+                log.error("reload refused: %s:%d: %s", path, line, message)
+            self.reload_failures += 1
+            log.error("reload refused: the plugins on disk do not load (see above); the running "
+                      "workers keep serving the code they have")
+            return
+        free = [slot for slot in range(LANES)
+                if slot not in self.workers.values() and slot not in self.retiring.values()]
+        if len(free) < self.options.workers:
+            self.reload_failures += 1
+            log.error("reload refused: the workers of an earlier reload are still leaving")
+            return
+        old = dict(self.workers)
+        for slot in free[:self.options.workers]:
+            self.spawn(slot)
+        for pid, slot in old.items():
+            del self.workers[pid]
+            self.retiring[pid] = slot
+            self.dispatcher.retire(slot)
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        self.reloads += 1
+        log.info("reloaded (plugins: %s): %d new worker(s); %d leaving once their calls are "
+                 "done", ", ".join(report["names"]) or "none", self.options.workers, len(old))
 
     def _drain(self):
         try:
@@ -124,18 +180,25 @@ class Supervisor:
             pass
 
     def _reap(self, restart):
-        while self.workers:
+        while self.workers or self.retiring:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            slot = self.retiring.pop(pid, None)
+            if slot is not None:
+                self.dispatcher.drop(slot)
+                if status:
+                    log.warning("leaving worker %d exited (%s)", pid, _describe(status))
+                continue
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
             if restart:
                 log.error("worker %d exited (%s); starting another", pid, _describe(status))
+                self.restarts += 1
                 self._throttle()
                 self.spawn(slot)
 
@@ -150,6 +213,8 @@ class Supervisor:
         log.info("stopping %d worker(s)", len(self.workers))
         self.sock.close()
         self.dispatcher.close_all()
+        self.workers.update(self.retiring)
+        self.retiring.clear()
         for pid in list(self.workers):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -177,9 +242,10 @@ class Supervisor:
 
 
 def check_plugins_apart(options):
-    """Import the plugins once in a throw-away child, for the start-up report (load errors are
-    logged there): their names, or None if the child failed.  The supervisor itself imports no
-    plugin module, so nothing a module starts at import is made before the workers fork."""
+    """Import the plugins once in a throw-away child:
+    ``{"names": [...], "errors": [(file, line, message), ...]}``, or None if the child itself
+    failed.  The supervisor imports no plugin module, so nothing a module starts at import is
+    made before the workers fork, and a reload imports the code as it is on disk."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -188,9 +254,9 @@ def check_plugins_apart(options):
             os.close(read_end)
             from . import load_plugins
 
-            names = load_plugins(options).names()
+            registry = load_plugins(options, quiet=True)
             with os.fdopen(write_end, "w") as out:
-                json.dump(names, out)
+                json.dump({"names": registry.names(), "errors": registry.errors}, out)
             status = 0
         except BaseException:  # noqa: B902  the child must never return into the parent's code
             log.exception("checking the plugins failed")
@@ -200,11 +266,58 @@ def check_plugins_apart(options):
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         raw = pipe.read()
-    os.waitpid(pid, 0)
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
     try:
-        return json.loads(raw)
+        report = json.loads(raw)
     except ValueError:
         return None
+    report["errors"] = [tuple(error) for error in report["errors"]]
+    return report
+
+
+class PluginWatch:
+    """``--reload``: notices a change of the plugin files (their names, sizes, mtimes), polled
+    at most once a second."""
+
+    def __init__(self, directories):
+        self.directories = list(directories)
+        self._seen = self._scan()
+        self._next = time.monotonic() + 1.0
+
+    def _scan(self):
+        seen = {}
+        for directory in self.directories:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith(".py"):
+                    try:
+                        st = os.stat(os.path.join(directory, name))
+                    except OSError:
+                        continue
+                    seen[os.path.join(directory, name)] = (st.st_size, st.st_mtime_ns)
+        return seen
+
+    def changed(self):
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + 1.0
+        seen = self._scan()
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        log.info("plugin files changed: reloading")
+        return True
 
 
 def _die_with_parent(parent):

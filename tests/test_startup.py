@@ -1,0 +1,75 @@
+"""Strict start-up: `a6fast serve` refuses to start on plugins that do not load, with the lines
+`a6fast check` prints, exit status 2, and no socket left behind."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness import A6FAST_ROOT, PLUGINS
+
+BROKEN = os.path.join(PLUGINS, "broken")
+
+
+def run(*args, env=None):
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = A6FAST_ROOT
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "a6fast"] + list(args), capture_output=True,
+                          text=True, env=full_env, timeout=60)
+
+
+def error_lines(text):
+    """The lines of an "errors:" list (as `a6fast check` prints it, and serve when refusing)."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line.endswith(("errors:", "error(s):")):
+            inside = True
+        elif inside and line.startswith("  "):
+            lines.append(line.strip())
+        else:
+            inside = False
+    return lines
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_broken_plugins_with_the_lines_check_prints(tmp_path, workers):
+    sock = tmp_path / "r.sock"
+    served = run("serve", "--plugins", BROKEN, "--listen", "unix:%s" % sock, "--workers", workers,
+                 env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    checked = run("check", BROKEN)
+    assert served.returncode == 2, served.stderr
+    assert checked.returncode == 1
+    assert "Traceback" not in served.stderr
+    refused = error_lines(served.stderr)
+    assert refused and refused == error_lines(checked.stdout), (served.stderr, checked.stdout)
+    assert any("syntax_error.py:" in line for line in refused)
+    assert not sock.exists()
+
+
+def test_serve_refuses_a_missing_plugin_directory(tmp_path):
+    missing = tmp_path / "nowhere"
+    served = run("serve", "--plugins", str(missing), "--listen", "unix:%s" % (tmp_path / "s"),
+                 env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert served.returncode == 2, served.stderr
+    assert str(missing) in served.stderr
+    assert run("check", str(missing)).returncode == 1
+
+
+@pytest.mark.parametrize("listen", ["tcp:127.0.0.1:9999", "unix:"])
+def test_serve_refuses_what_it_cannot_listen_on(tmp_path, listen):
+    served = run("serve", "--listen", listen, env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert served.returncode == 2, served.stderr
+    assert "Traceback" not in served.stderr
+    assert listen in served.stderr
+
+
+@pytest.mark.parametrize("option", [("--workers", "0"), ("--workers", "1000"),
+                                    ("--max-confs", "0"), ("--call-timeout", "0"),
+                                    ("--call-timeout", "-1"), ("--conf-expire", "0"),
+                                    ("--threads", "0")])
+def test_serve_refuses_options_out_of_range(tmp_path, option):
+    served = run("serve", "--listen", "unix:%s" % (tmp_path / "s"), *option)
+    assert served.returncode == 2, served.stderr
+    assert option[0] in served.stderr
+    assert not (tmp_path / "s").exists()
