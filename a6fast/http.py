@@ -5,6 +5,7 @@ the path never touches the headers.  Changes are recorded as made and turned int
 frame once the chain is done.  One object serves one call on one thread at a time (the loop, or
 the worker running a plain ``def`` hook), so nothing here locks.
 """
+import re
 from socket import AF_INET, AF_INET6, inet_ntop
 from threading import get_ident
 from typing import Iterator, List, Optional, Tuple, Union
@@ -17,7 +18,121 @@ __all__ = ["Request", "Response", "Headers", "Args"]
 
 _BODY = object()  # the body's key in the per-call ExtraInfo cache
 
+# What a plugin sends must be valid HTTP once the gateway writes it (RFC 9110).  A name is a
+# token (5.1).  A value is a field-value (5.5): visible characters and obs-text (any non-ASCII
+# text, sent as UTF-8; an escaped byte \udc80-\udcff goes back as that byte), with SP and HTAB
+# inside only: HTTP/2 forbids them at either end.  Other lone surrogates cannot be encoded.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_VCHAR = "[^\x00-\x20\x7f\ud800-\udc7f\udd00-\udfff]"
+_FIELD_VALUE = re.compile("(?:%s(?:[^\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\udfff]*%s)?)?"
+                          % (_VCHAR, _VCHAR)).fullmatch
+# Query args and the path are percent-encoded by the gateway; NUL, CR and LF are refused anyway.
+_UNSAFE_TEXT = re.compile("[\x00\r\n\ud800-\udc7f\udd00-\udfff]").search
+
+# Header names and values already found valid, so the usual ones cost a lookup instead of a
+# regex match: plugins send the same few names, and mostly the same values, on every call.
+# Each is emptied when full, so a plugin making up names or values cannot grow it.
+_NAMES_SEEN = {}     # header name -> its lower-case key
+_VALUES_SEEN = set()
+_SEEN_MAX = 1024
+_SEEN_VALUE_MAX = 128  # longer values are checked each time
+
 Pairs = Union[dict, List[Tuple[str, Optional[str]]]]
+
+
+def _text(value, what):
+    # a str subclass is sent as the plain str it holds
+    if isinstance(value, str):
+        return str(value)
+    raise TypeError("%s must be a str, not %s" % (what, type(value).__name__))
+
+
+def _header_key(name):
+    """The lower-case key of header name ``name``, which must be an HTTP token."""
+    key = _NAMES_SEEN.get(name) if type(name) is str else None
+    if key is None:
+        if type(name) is not str:
+            raise TypeError("a header name must be a str, not %r" % (name,))
+        if _TOKEN(name) is None:
+            raise ValueError("header name %r is not an HTTP token (RFC 9110 5.1)" % (name,))
+        if len(_NAMES_SEEN) >= _SEEN_MAX:
+            _NAMES_SEEN.clear()
+        key = _NAMES_SEEN[name] = name.lower()
+    return key
+
+
+def _header_value(name, value):
+    """``value`` for header ``name``, which must be an HTTP field value (a plain str)."""
+    if type(value) is not str:
+        value = _text(value, "header %r value" % (name,))
+        if value in _VALUES_SEEN:
+            return value
+    if _FIELD_VALUE(value) is None:
+        raise ValueError("header %r value %r is not an HTTP field value: control characters "
+                         "(CR, LF, NUL ...) are not allowed, nor SP/HTAB at either end"
+                         % (name, value))
+    if len(value) <= _SEEN_VALUE_MAX:
+        if len(_VALUES_SEEN) >= _SEEN_MAX:
+            _VALUES_SEEN.clear()
+        _VALUES_SEEN.add(value)
+    return value
+
+
+def _check_header(name, value):
+    """``value`` for header ``name``, both checked as valid HTTP (ValueError naming the field)."""
+    if type(name) is not str or name not in _NAMES_SEEN:
+        _header_key(name)
+    if type(value) is not str or value not in _VALUES_SEEN:
+        value = _header_value(name, value)
+    return value
+
+
+def _check_arg_name(name):
+    if type(name) is not str:
+        raise TypeError("an arg name must be a str, not %r" % (name,))
+    if not name or _UNSAFE_TEXT(name) is not None:
+        raise ValueError("arg name %r is empty or holds NUL, CR or LF" % (name,))
+
+
+def _check_arg(name, value):
+    if type(name) is not str or not name or _UNSAFE_TEXT(name) is not None:
+        _check_arg_name(name)
+    if type(value) is not str:
+        value = _text(value, "arg %r value" % (name,))
+    if _UNSAFE_TEXT(value) is not None:
+        raise ValueError("arg %r value %r holds NUL, CR or LF" % (name, value))
+    return value
+
+
+def _bad_status(status, zero):
+    if zero:
+        raise ValueError("status must be 0 (the gateway's default) or an int in 100..599, not %r"
+                         % (status,))
+    raise ValueError("status must be an int in 100..599, not %r" % (status,))
+
+
+def _stop_headers(headers):
+    """Stop's headers as a new list of checked pairs: a list or dict the plugin changes after
+    ``stop()`` is not what is sent."""
+    if isinstance(headers, dict):
+        items = []
+        for name, value in headers.items():
+            if isinstance(value, (list, tuple)):
+                for item in value:
+                    items.append((name, item))
+            else:
+                items.append((name, value))
+    else:
+        items = headers
+    pairs = []
+    for name, value in items:
+        if type(name) is not str or name not in _NAMES_SEEN:
+            _header_key(name)
+        if value is not None:   # no value: the gateway clears the header
+            if type(value) is not str or value not in _VALUES_SEEN:
+                value = _header_value(name, value)
+        pairs.append((name, value))
+    return pairs
 
 
 class Entries:
@@ -120,18 +235,18 @@ class Entries:
         changes[self._key(name)] = (name, values)
 
     def _set(self, name, value):
-        _check_name(name)
         if value is None:
+            self._check_name(name)
             self._change(name, [])
         else:
-            self._change(name, [_check_value(value)])
+            self._change(name, [self._check(name, value)])
 
     def _add(self, name, value):
-        _check_name(name)
-        self._change(name, list(self._values(name)) + [_check_value(value)])
+        value = self._check(name, value)
+        self._change(name, list(self._values(name)) + [value])
 
     def _delete(self, name):
-        _check_name(name)
+        self._check_name(name)
         self._change(name, [])
 
     def _rewrite_entries(self):
@@ -161,30 +276,17 @@ class Headers(Entries):
     def _key(self, name):
         return name.lower()
 
+    _check_name = staticmethod(_header_key)
+    _check = staticmethod(_check_header)
+
 
 class Args(Entries):
     """Query args: names are case-sensitive; a bare ``?flag`` has value None, ``?y=`` has ""."""
 
     __slots__ = ()
 
-
-def _check_name(name):
-    if type(name) is not str or not name:
-        raise TypeError("a header/arg name must be a non-empty str, not %r" % (name,))
-
-
-def _check_value(value):
-    if type(value) is not str:
-        if isinstance(value, str):
-            return str(value)
-        raise TypeError("a header/arg value must be a str, not %s" % type(value).__name__)
-    return value
-
-
-def _check_status(status):
-    if type(status) is not int or not 0 <= status <= 0xFFFF:
-        raise ValueError("status must be an int in 0..65535, not %r" % (status,))
-    return status
+    _check_name = staticmethod(_check_arg_name)
+    _check = staticmethod(_check_arg)
 
 
 def _as_bytes(body):
@@ -196,22 +298,6 @@ def _as_bytes(body):
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     raise TypeError("a body must be str or bytes, not %s" % type(body).__name__)
-
-
-def _as_pairs(headers):
-    """Stop/response headers as pairs: a dict (list values repeat the name) or pairs as is."""
-    if headers is None or type(headers) is tuple or type(headers) is list:
-        return headers
-    if isinstance(headers, dict):
-        pairs = []
-        for name, value in headers.items():
-            if isinstance(value, (list, tuple)):
-                for item in value:
-                    pairs.append((name, item))
-            else:
-                pairs.append((name, value))
-        return pairs
-    return list(headers)
 
 
 class _Call:
@@ -351,22 +437,25 @@ class Request(_Call):
              body: Union[str, bytes, None] = None) -> None:
         """Answer the client now; later plugins do not run and no rewrite is applied.
 
-        ``headers``: a dict (a list value repeats the name) or ``(name, value)`` pairs.
-        ``body``: bytes, or str sent as UTF-8.  Return from the hook after calling it.
+        ``status``: 100..599, or 0 for the gateway's default (200).  ``headers``: a dict (a list
+        value repeats the name) or ``(name, value)`` pairs, valid HTTP fields.  ``body``: bytes,
+        or str sent as UTF-8.  Return from the hook after calling it.
         """
         # The checks inline: stop() is on the hot path of every denying plugin.
-        if type(status) is not int or not 0 <= status <= 0xFFFF:
-            _check_status(status)
-        if headers is not None and type(headers) is not tuple and type(headers) is not list:
-            headers = _as_pairs(headers)
+        if type(status) is not int or not (100 <= status <= 599 or status == 0):
+            _bad_status(status, True)
         if body is not None and type(body) is not bytes:
             body = _as_bytes(body)
+        if headers is not None:
+            headers = _stop_headers(headers)
         self._stop = (status, headers, body)
 
     def set_path(self, path: str) -> None:
         """Proxy to ``path`` instead (the query is kept)."""
         if type(path) is not str or not path.startswith("/"):
             raise ValueError("a path must be a str starting with '/', not %r" % (path,))
+        if _UNSAFE_TEXT(path) is not None:
+            raise ValueError("path %r holds NUL, CR or LF" % (path,))
         self._path = path
 
     def set_header(self, name: str, value: Optional[str]) -> None:
@@ -395,9 +484,10 @@ class Request(_Call):
 
     def set_resp_header(self, name: str, value: Optional[str]) -> None:
         """Set a header on the response the client will get (replacing earlier ones here)."""
-        _check_name(name)
-        if value is not None:
-            _check_value(value)
+        if value is None:
+            _header_key(name)
+        else:
+            value = _check_header(name, value)
         entries = self._resp_headers
         if entries is None:
             entries = self._resp_headers = []
@@ -408,8 +498,7 @@ class Request(_Call):
 
     def add_resp_header(self, name: str, value: str) -> None:
         """Add a header value on the response the client will get."""
-        _check_name(name)
-        _check_value(value)
+        value = _check_header(name, value)
         if self._resp_headers is None:
             self._resp_headers = []
         self._resp_headers.append((name, value))
@@ -480,9 +569,9 @@ class Response(_Call):
         return self._extra_blocking(INFO_RESP_BODY, _BODY, None, "get_body")
 
     def set_status(self, status: int) -> None:
-        """Send the client this status instead."""
-        if _check_status(status) == 0:
-            raise ValueError("status 0 means 'unchanged'; set a real status")
+        """Send the client this status (100..599) instead."""
+        if type(status) is not int or not 100 <= status <= 599:
+            _bad_status(status, False)
         self._status = status
 
     def set_header(self, name: str, value: Optional[str]) -> None:
