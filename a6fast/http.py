@@ -29,6 +29,15 @@ _FIELD_VALUE = re.compile("(?:%s(?:[^\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\
 # Query args and the path are percent-encoded by the gateway; NUL, CR and LF are refused anyway.
 _UNSAFE_TEXT = re.compile("[\x00\r\n\ud800-\udc7f\udd00-\udfff]").search
 
+# Headers the gateway (nginx) writes itself, as it frames the body and owns the connection: one
+# from a plugin would go out beside nginx's own (two Transfer-Encoding or Connection lines).
+_GATEWAY_OWNED = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
+                            "transfer-encoding", "upgrade"))
+# Upstream's headers that are not sent back: the above, its Content-Length (the body may change
+# and nginx counts what it sends) and the proxy authentication meant for the gateway itself.
+_NOT_ECHOED = _GATEWAY_OWNED | {"content-length", "proxy-authenticate", "proxy-authorization"}
+_FRAMING = _GATEWAY_OWNED | {"content-length"}
+
 # Header names and values already found valid, so the usual ones cost a lookup instead of a
 # regex match: plugins send the same few names, and mostly the same values, on every call.
 # Each is emptied when full, so a plugin making up names or values cannot grow it.
@@ -111,7 +120,28 @@ def _bad_status(status, zero):
     raise ValueError("status must be an int in 100..599, not %r" % (status,))
 
 
-def _stop_headers(headers):
+def _gateway_owned(name):
+    raise ValueError("header %r is the gateway's own (it frames the body and owns the "
+                     "connection): a plugin cannot set it" % (name,))
+
+
+def _check_resp_header(name, value):
+    """A Rewrite resp_header: no body goes with it, so no Content-Length can agree with one."""
+    value = _check_header(name, value)
+    if _header_key(name) in _FRAMING:
+        _gateway_owned(name)
+    return value
+
+
+def _check_content_length(values, body, what):
+    """A Content-Length a plugin set must be the one length of the body the gateway sends."""
+    if (len(values) != 1 or not values[0].isascii() or not values[0].isdigit()
+            or int(values[0]) != len(body)):
+        raise ValueError("header 'Content-Length' %r disagrees with %s (%d bytes): leave "
+                         "Content-Length to the gateway" % (values, what, len(body)))
+
+
+def _stop_headers(headers, body):
     """Stop's headers as a new list of checked pairs: a list or dict the plugin changes after
     ``stop()`` is not what is sent."""
     if isinstance(headers, dict):
@@ -125,13 +155,26 @@ def _stop_headers(headers):
     else:
         items = headers
     pairs = []
+    lengths = None
     for name, value in items:
-        if type(name) is not str or name not in _NAMES_SEEN:
-            _header_key(name)
+        key = _NAMES_SEEN.get(name) if type(name) is str else None
+        if key is None:
+            key = _header_key(name)
         if value is not None:   # no value: the gateway clears the header
             if type(value) is not str or value not in _VALUES_SEEN:
                 value = _header_value(name, value)
+            if key in _FRAMING:
+                if key != "content-length":
+                    _gateway_owned(name)
+                if lengths is None:
+                    lengths = []
+                lengths.append(value)
         pairs.append((name, value))
+    if lengths is not None:
+        if not body:
+            raise ValueError("header 'Content-Length' %r in a Stop without a body: the gateway "
+                             "answers with a page of its own" % (lengths,))
+        _check_content_length(lengths, body, "the Stop body")
     return pairs
 
 
@@ -438,8 +481,9 @@ class Request(_Call):
         """Answer the client now; later plugins do not run and no rewrite is applied.
 
         ``status``: 100..599, or 0 for the gateway's default (200).  ``headers``: a dict (a list
-        value repeats the name) or ``(name, value)`` pairs, valid HTTP fields.  ``body``: bytes,
-        or str sent as UTF-8.  Return from the hook after calling it.
+        value repeats the name) or ``(name, value)`` pairs, valid HTTP fields; a Content-Length
+        must be the body's length.  ``body``: bytes, or str sent as UTF-8.  Return from the hook
+        after calling it.
         """
         # The checks inline: stop() is on the hot path of every denying plugin.
         if type(status) is not int or not (100 <= status <= 599 or status == 0):
@@ -447,7 +491,7 @@ class Request(_Call):
         if body is not None and type(body) is not bytes:
             body = _as_bytes(body)
         if headers is not None:
-            headers = _stop_headers(headers)
+            headers = _stop_headers(headers, body)
         self._stop = (status, headers, body)
 
     def set_path(self, path: str) -> None:
@@ -487,7 +531,7 @@ class Request(_Call):
         if value is None:
             _header_key(name)
         else:
-            value = _check_header(name, value)
+            value = _check_resp_header(name, value)
         entries = self._resp_headers
         if entries is None:
             entries = self._resp_headers = []
@@ -498,7 +542,7 @@ class Request(_Call):
 
     def add_resp_header(self, name: str, value: str) -> None:
         """Add a header value on the response the client will get."""
-        value = _check_header(name, value)
+        value = _check_resp_header(name, value)
         if self._resp_headers is None:
             self._resp_headers = []
         self._resp_headers.append((name, value))
@@ -576,10 +620,14 @@ class Response(_Call):
 
     def set_header(self, name: str, value: Optional[str]) -> None:
         """Set response header ``name`` to this single value; None deletes it."""
+        if value is not None and _header_key(name) in _GATEWAY_OWNED:
+            _gateway_owned(name)
         self.headers._set(name, value)
 
     def add_header(self, name: str, value: str) -> None:
         """Add a value to response header ``name``."""
+        if _header_key(name) in _GATEWAY_OWNED:
+            _gateway_owned(name)
         self.headers._add(name, value)
 
     def del_header(self, name: str) -> None:
@@ -590,17 +638,66 @@ class Response(_Call):
         """Replace the response body (str is sent as UTF-8)."""
         self._body = _as_bytes(body)
 
+    def _upstream_body(self):
+        """The upstream body if a plugin read it (b"" when empty), else None."""
+        cache = self._cache
+        if cache is None or _BODY not in cache:
+            return None
+        return cache[_BODY] or b""
+
     def _answer(self):
-        """The HTTPRespCall.Resp frame.  Changed headers go as the whole merged set, because the
-        gateway then sets only the headers it is sent."""
+        """The HTTPRespCall.Resp frame."""
+        body = self._body
         headers = self._headers
         if headers is not None and headers._changes:
-            headers = headers.items()
+            headers = self._header_set(headers, body)
         else:
-            headers = None
+            headers = None  # the gateway then sets upstream's headers, less its own list
         status = self._status
         return encode_http_resp_call_resp(self._req.id, 0 if status is None else status,
-                                          headers, self._body)
+                                          headers, body)
+
+    def _header_set(self, headers, body):
+        """The changed headers as the whole set the client gets: the gateway sets only the
+        headers it is sent, one by one, beside the framing it writes itself."""
+        changes = headers._changes
+        pairs = []
+        hop = None
+        for name, value in headers._original():
+            key = name.lower()
+            if key in changes or key in _NOT_ECHOED:
+                if key == "connection" and value:
+                    # RFC 9110 7.6.1: the names upstream's Connection lists are for this hop only
+                    for option in value.split(","):
+                        option = option.strip().lower()
+                        if option not in _NOT_ECHOED:
+                            if hop is None:
+                                hop = set()
+                            hop.add(option)
+                continue
+            pairs.append((name, value))
+        if hop is not None:
+            pairs = [(name, value) for name, value in pairs if name.lower() not in hop]
+        deleted = []
+        for key, (name, values) in changes.items():
+            if not values:
+                deleted.append((name, None))
+                continue
+            if key == "content-length":
+                if body is not None:
+                    _check_content_length(values, body, "the body set")
+                else:
+                    upstream = self._upstream_body()
+                    if upstream is None:
+                        raise ValueError("header 'Content-Length' %r cannot be checked against "
+                                         "the upstream body, which no plugin read: leave "
+                                         "Content-Length to the gateway" % (values,))
+                    _check_content_length(values, upstream, "the upstream body")
+            for value in values:
+                pairs.append((name, value))
+        # An empty list reads as "no change" to the gateway; a name sent without a value
+        # clears that header, so deleting every header still reaches the client.
+        return pairs or deleted
 
     def __repr__(self):
         return "<Response id=%d status=%d>" % (self.id, self.status)

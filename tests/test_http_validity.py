@@ -1,17 +1,18 @@
 """What plugins produce is valid HTTP once the gateway sends it: header fields and statuses are
-checked where a plugin sets them (a bad one fails the call closed)."""
+checked where a plugin sets them (a bad one fails the call closed), and the response phase never
+echoes upstream's framing or hop-by-hop headers back for APISIX to set beside its own."""
 import os
 
 import pytest
 
 import a6fast
 from a6fast import gateway
+from a6fast.protocol import RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, SERVICE_UNAVAILABLE
 from a6fast.registry import Registry
-from a6fast.protocol import SERVICE_UNAVAILABLE
 
 from harness import PLUGINS, RunnerProcess, err_code
 from test_plugins import (chain_of, http_req, http_resp, req_answer,  # noqa: F401  (fixtures)
-                          run_request, ctx, isolated_imports, loop)
+                          resp_answer, run_request, run_response, ctx, isolated_imports, loop)
 
 
 def fails_naming(run, plugin, *fields):
@@ -31,6 +32,11 @@ def request_plugin(act):
     def producer(request, conf):
         act(request)
     return chain_of(producer)
+
+
+def respond(chain, req):
+    """The answer of an all-inline response chain (no call context needed)."""
+    return resp_answer(chain.call_response(req, None))
 
 
 def response_plugin(act):
@@ -197,6 +203,141 @@ def test_an_official_runner_plugin_producing_an_invalid_field_fails(codec, ctx, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Framing and hop-by-hop headers
+
+UPSTREAM = [("Content-Type", "application/json"), ("Content-Length", "273"),
+            ("Transfer-Encoding", "chunked"), ("Connection", "close, X-Conn-Opt"),
+            ("Keep-Alive", "timeout=5"), ("X-Conn-Opt", "1"), ("TE", "trailers"),
+            ("Trailer", "x-sum"), ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"),
+            ("Proxy-Authenticate", "Basic"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
+            ("x-a", "0")]
+END_TO_END = [("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
+              ("Set-Cookie", "b=2")]
+
+
+def test_a_header_change_sends_upstreams_headers_without_framing_or_hop_by_hop_ones(codec):
+    answer = respond(response_plugin(lambda r: r.set_header("x-a", "1")),
+                     http_resp(codec, headers=UPSTREAM))
+    assert sorted(answer.headers) == sorted(END_TO_END + [("x-a", "1")])
+
+
+def test_a_changed_body_never_goes_out_with_upstreams_content_length(codec):
+    # The issue's case: a 3-byte body went out with upstream's content-length: 273.
+    def act(response):
+        response.set_body("abc")
+        response.set_header("x-a", "1")
+
+    answer = respond(response_plugin(act), http_resp(codec, headers=UPSTREAM))
+    assert answer.body == b"abc"
+    assert sorted(answer.headers) == sorted(END_TO_END + [("x-a", "1")])
+
+
+def test_a_changed_body_alone_leaves_the_headers_to_the_gateway(codec):
+    answer = respond(response_plugin(lambda r: r.set_body("abc")),
+                     http_resp(codec, headers=UPSTREAM))
+    assert answer == gateway.HTTPRespCallResp(7, 0, None, b"abc")
+
+
+def test_deleting_every_header_is_sent_as_deletions_not_as_an_empty_list(codec):
+    # APISIX reads an empty list as "no change" and sets upstream's headers again.
+    def act(response):
+        for name in set(response.headers):
+            response.del_header(name)
+
+    answer = respond(response_plugin(act), http_resp(codec, headers=UPSTREAM[:2]))
+    assert sorted(answer.headers) == [("Content-Length", None), ("Content-Type", None)]
+
+
+def test_deleting_the_last_end_to_end_header_is_sent_as_a_deletion(codec):
+    upstream = [("Content-Length", "3"), ("x-a", "0")]
+    answer = respond(response_plugin(lambda r: r.del_header("X-A")),
+                     http_resp(codec, headers=upstream))
+    assert answer.headers == [("X-A", None)]
+
+
+def test_a_deletion_is_not_sent_back_as_the_upstream_header(codec):
+    answer = respond(response_plugin(lambda r: r.del_header("set-cookie")),
+                     http_resp(codec, headers=UPSTREAM))
+    assert sorted(answer.headers) == [("Content-Type", "application/json"), ("x-a", "0")]
+
+
+@pytest.mark.parametrize("name", ["Transfer-Encoding", "connection", "Keep-Alive", "TE",
+                                  "Trailer", "Upgrade", "Proxy-Connection"])
+def test_a_plugin_cannot_set_a_header_the_gateway_frames_or_owns(codec, name):
+    for act in (lambda r: r.set_header(name, "close"), lambda r: r.add_header(name, "close")):
+        chain = response_plugin(act)
+        fails_naming(lambda: chain.call_response(http_resp(codec), None), "resp-producer",
+                     repr(name))
+    for act in (lambda r: r.stop(200, {name: "x"}, "b"), lambda r: r.set_resp_header(name, "x"),
+                lambda r: r.add_resp_header(name, "x")):
+        chain = request_plugin(act)
+        fails_naming(lambda: chain.call_request(http_req(codec), None), "producer", repr(name))
+
+
+def test_deleting_a_gateway_owned_header_is_allowed_and_sends_nothing_for_it(codec):
+    def act(response):
+        response.del_header("Connection")
+        response.set_header("Transfer-Encoding", None)
+        response.set_header("x-a", "1")
+
+    answer = respond(response_plugin(act), http_resp(codec, headers=UPSTREAM))
+    assert sorted(answer.headers) == sorted(END_TO_END + [("x-a", "1")])
+
+
+def test_a_response_content_length_agreeing_with_the_new_body_is_sent(codec):
+    def act(response):
+        response.set_header("Content-Length", "3")
+        response.set_body(b"abc")
+
+    answer = respond(response_plugin(act), http_resp(codec, headers=UPSTREAM))
+    assert sorted(answer.headers) == sorted(END_TO_END + [("Content-Length", "3"), ("x-a", "0")])
+
+
+@pytest.mark.parametrize("values,body", [(["4"], "abc"), (["3", "3"], "abc"), (["+3"], "abc"),
+                                         (["\u0663"], "abc"), (["0"], None), (["1"], None)])
+def test_a_response_content_length_that_cannot_agree_with_the_body_sent_fails(codec, values,
+                                                                             body):
+    def act(response):
+        response.set_header("Content-Length", values[0])
+        for value in values[1:]:
+            response.add_header("Content-Length", value)
+        if body is not None:
+            response.set_body(body)
+
+    chain = response_plugin(act)
+    fails_naming(lambda: chain.call_response(http_resp(codec, headers=UPSTREAM), None),
+                 "resp-producer", "Content-Length")
+
+
+def test_a_response_content_length_may_agree_with_the_upstream_body_the_plugin_read(codec, ctx):
+    @a6fast.plugin("measure", phase="response")
+    async def measure(response, conf):
+        response.set_header("content-length", str(len(await response.body())))
+
+    answer = run_response(chain_of(measure), http_resp(codec, headers=UPSTREAM), ctx)
+    assert ("content-length", "8") in answer.headers   # ctx's upstream body is b"upstream"
+
+
+@pytest.mark.parametrize("headers,body,ok", [
+    ({"content-length": "2"}, "no", True), ({"Content-Length": "3"}, "no", False),
+    ({"content-length": "0"}, None, False), ([("content-length", "2"), ("content-length", "2")],
+                                             b"no", False)])
+def test_a_stop_content_length_must_agree_with_its_body(codec, headers, body, ok):
+    chain = request_plugin(lambda r: r.stop(200, headers, body))
+    if ok:
+        answer = req_answer(chain.call_request(http_req(codec), None))
+        assert answer.stop.headers == [("content-length", "2")]
+    else:
+        fails_naming(lambda: chain.call_request(http_req(codec), None), "producer",
+                     "Content-Length")
+
+
+def test_a_resp_header_content_length_fails_since_there_is_no_body_to_agree_with(codec):
+    chain = request_plugin(lambda r: r.set_resp_header("Content-Length", "0"))
+    fails_naming(lambda: chain.call_request(http_req(codec), None), "producer", "Content-Length")
+
+
+# ---------------------------------------------------------------------------------------------
 # Over a real socket: the Err frame and the log line
 
 HTTP_PLUGINS = os.path.join(PLUGINS, "http")
@@ -234,3 +375,32 @@ def test_an_invalid_field_is_answered_service_unavailable_and_logged_with_plugin
     log = runner.log()
     failure = log[log.rindex("plugin failed; answering SERVICE_UNAVAILABLE"):]
     assert "raised by plugin %r" % plugin in failure and field in failure, failure
+
+
+def resp_answer_of(answer):
+    rpc_type, payload = answer
+    assert rpc_type == RPC_HTTP_RESP_CALL, (rpc_type, payload)
+    return gateway.decode_http_resp_call_resp(payload)
+
+
+def test_a_changed_body_goes_back_without_upstreams_framing_headers(runner):
+    conf = '{"calls": [["set_body", "abc"], ["set_header", "x-a", "1"]]}'
+    answer = resp_answer_of(call(runner, [("resp-produce", conf)], "framing", "response",
+                                 headers=UPSTREAM))
+    assert answer.body == b"abc"
+    assert sorted(answer.headers) == sorted(END_TO_END + [("x-a", "1")])
+
+
+def test_deleting_every_header_reaches_the_answer(runner):
+    conf = '{"calls": [["del-all"]]}'
+    answer = resp_answer_of(call(runner, [("resp-produce", conf)], "del-all", "response",
+                                 headers=[("x-only", "1")]))
+    assert answer.headers == [("x-only", None)]
+
+
+def test_a_valid_stop_still_answers_as_given(runner):
+    conf = '{"stop": [401, {"www-authenticate": "Bearer realm=\\"a\\""}, "no"]}'
+    rpc_type, payload = call(runner, [("produce", conf)], "good-stop")
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload).stop == gateway.Stop(
+        401, [("www-authenticate", 'Bearer realm="a"')], b"no")
