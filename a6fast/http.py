@@ -648,6 +648,10 @@ class Response(_Call):
     def _answer(self):
         """The HTTPRespCall.Resp frame."""
         body = self._body
+        if body is not None and not body and self._upstream_body() != b"":
+            # The gateway reads an empty body as "unchanged" and sends upstream's instead.
+            raise ValueError("an empty response body cannot be sent: the gateway would send "
+                             "the upstream's body instead")
         headers = self._headers
         if headers is not None and headers._changes:
             headers = self._header_set(headers, body)

@@ -7,7 +7,8 @@ import pytest
 
 import a6fast
 from a6fast import gateway
-from a6fast.protocol import RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, SERVICE_UNAVAILABLE
+from a6fast.protocol import (INFO_RESP_BODY, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL,
+                             SERVICE_UNAVAILABLE)
 from a6fast.registry import Registry
 
 from harness import PLUGINS, RunnerProcess, err_code
@@ -316,6 +317,22 @@ def test_a_response_content_length_may_agree_with_the_upstream_body_the_plugin_r
 
     answer = run_response(chain_of(measure), http_resp(codec, headers=UPSTREAM), ctx)
     assert ("content-length", "8") in answer.headers   # ctx's upstream body is b"upstream"
+
+
+def test_an_empty_response_body_fails_since_the_gateway_would_send_upstreams(codec):
+    # APISIX reads an empty body as "unchanged": a plugin blanking the body would let it through.
+    chain = response_plugin(lambda r: r.set_body(b""))
+    fails_naming(lambda: chain.call_response(http_resp(codec), None), "resp-producer", "body")
+
+
+def test_an_empty_response_body_is_sent_when_the_upstream_body_was_empty(codec, ctx):
+    @a6fast.plugin("blank", phase="response")
+    async def blank(response, conf):
+        await response.body()
+        response.set_body("")
+
+    ctx.bodies[INFO_RESP_BODY] = None
+    assert run_response(chain_of(blank), http_resp(codec), ctx).body == b""
 
 
 @pytest.mark.parametrize("headers,body,ok", [
