@@ -17,6 +17,13 @@ def _blame(exc, name):
     exc.add_note("a6fast: raised by plugin %r" % name)
 
 
+def _blame_answer(exc, steps):
+    # What only the whole answer shows (a Content-Length against the body a later plugin set)
+    # fails as the answer is built: the note names the phase's plugins.
+    exc.add_note("a6fast: raised building the answer of plugins %s"
+                 % ", ".join(repr(step[3]) for step in steps))
+
+
 def _returned(value, name):
     """A hook returned something.  Hooks answer through ``request.stop()`` / ``set_*()``; a
     returned value (``return False`` meant as "deny") must not let the request through."""
@@ -72,7 +79,11 @@ class Chain:
             except Exception as exc:
                 _blame(exc, name)
                 raise
-            return request._answer()
+            try:
+                return request._answer()
+            except Exception as exc:
+                _blame_answer(exc, steps)
+                raise
         return run(_drive(request, steps))
 
     def call_response(self, req, ctx):
@@ -91,7 +102,11 @@ class Chain:
             except Exception as exc:
                 _blame(exc, name)
                 raise
-            return response._answer()
+            try:
+                return response._answer()
+            except Exception as exc:
+                _blame_answer(exc, steps)
+                raise
         return run(_drive(response, steps))
 
     def __len__(self):
@@ -123,4 +138,8 @@ async def _drive(call, steps):
     except Exception as exc:
         _blame(exc, name)
         raise
-    return call._answer()
+    try:
+        return call._answer()
+    except Exception as exc:
+        _blame_answer(exc, steps)
+        raise

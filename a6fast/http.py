@@ -5,6 +5,7 @@ the path never touches the headers.  Changes are recorded as made and turned int
 frame once the chain is done.  One object serves one call on one thread at a time (the loop, or
 the worker running a plain ``def`` hook), so nothing here locks.
 """
+import re
 from socket import AF_INET, AF_INET6, inet_ntop
 from threading import get_ident
 from typing import Iterator, List, Optional, Tuple, Union
@@ -17,7 +18,164 @@ __all__ = ["Request", "Response", "Headers", "Args"]
 
 _BODY = object()  # the body's key in the per-call ExtraInfo cache
 
+# What a plugin sends must be valid HTTP once the gateway writes it (RFC 9110).  A name is a
+# token (5.1).  A value is a field-value (5.5): visible characters and obs-text (any non-ASCII
+# text, sent as UTF-8; an escaped byte \udc80-\udcff goes back as that byte), with SP and HTAB
+# inside only: HTTP/2 forbids them at either end.  Other lone surrogates cannot be encoded.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_VCHAR = "[^\x00-\x20\x7f\ud800-\udc7f\udd00-\udfff]"
+_FIELD_VALUE = re.compile("(?:%s(?:[^\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\udfff]*%s)?)?"
+                          % (_VCHAR, _VCHAR)).fullmatch
+# Query args and the path are percent-encoded by the gateway; NUL, CR and LF are refused anyway.
+_UNSAFE_TEXT = re.compile("[\x00\r\n\ud800-\udc7f\udd00-\udfff]").search
+
+# Headers the gateway (nginx) writes itself, as it frames the body and owns the connection: one
+# from a plugin would go out beside nginx's own (two Transfer-Encoding or Connection lines).
+_GATEWAY_OWNED = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
+                            "transfer-encoding", "upgrade"))
+# Upstream's headers that are not sent back: the above, its Content-Length (the body may change
+# and nginx counts what it sends) and the proxy authentication meant for the gateway itself.
+_NOT_ECHOED = _GATEWAY_OWNED | {"content-length", "proxy-authenticate", "proxy-authorization"}
+_FRAMING = _GATEWAY_OWNED | {"content-length"}
+
+# Header names and values already found valid, so the usual ones cost a lookup instead of a
+# regex match: plugins send the same few names, and mostly the same values, on every call.
+# Each is emptied when full, so a plugin making up names or values cannot grow it.
+_NAMES_SEEN = {}     # header name -> its lower-case key
+_VALUES_SEEN = set()
+_SEEN_MAX = 1024
+_SEEN_VALUE_MAX = 128  # longer values are checked each time
+
 Pairs = Union[dict, List[Tuple[str, Optional[str]]]]
+
+
+def _text(value, what):
+    # a str subclass is sent as the plain str it holds
+    if isinstance(value, str):
+        return str(value)
+    raise TypeError("%s must be a str, not %s" % (what, type(value).__name__))
+
+
+def _header_key(name):
+    """The lower-case key of header name ``name``, which must be an HTTP token."""
+    key = _NAMES_SEEN.get(name) if type(name) is str else None
+    if key is None:
+        if type(name) is not str:
+            raise TypeError("a header name must be a str, not %r" % (name,))
+        if _TOKEN(name) is None:
+            raise ValueError("header name %r is not an HTTP token (RFC 9110 5.1)" % (name,))
+        if len(_NAMES_SEEN) >= _SEEN_MAX:
+            _NAMES_SEEN.clear()
+        key = _NAMES_SEEN[name] = name.lower()
+    return key
+
+
+def _header_value(name, value):
+    """``value`` for header ``name``, which must be an HTTP field value (a plain str)."""
+    if type(value) is not str:
+        value = _text(value, "header %r value" % (name,))
+        if value in _VALUES_SEEN:
+            return value
+    if _FIELD_VALUE(value) is None:
+        raise ValueError("header %r value %r is not an HTTP field value: control characters "
+                         "(CR, LF, NUL ...) are not allowed, nor SP/HTAB at either end"
+                         % (name, value))
+    if len(value) <= _SEEN_VALUE_MAX:
+        if len(_VALUES_SEEN) >= _SEEN_MAX:
+            _VALUES_SEEN.clear()
+        _VALUES_SEEN.add(value)
+    return value
+
+
+def _check_header(name, value):
+    """``value`` for header ``name``, both checked as valid HTTP (ValueError naming the field)."""
+    if type(name) is not str or name not in _NAMES_SEEN:
+        _header_key(name)
+    if type(value) is not str or value not in _VALUES_SEEN:
+        value = _header_value(name, value)
+    return value
+
+
+def _check_arg_name(name):
+    if type(name) is not str:
+        raise TypeError("an arg name must be a str, not %r" % (name,))
+    if not name or _UNSAFE_TEXT(name) is not None:
+        raise ValueError("arg name %r is empty or holds NUL, CR or LF" % (name,))
+
+
+def _check_arg(name, value):
+    if type(name) is not str or not name or _UNSAFE_TEXT(name) is not None:
+        _check_arg_name(name)
+    if type(value) is not str:
+        value = _text(value, "arg %r value" % (name,))
+    if _UNSAFE_TEXT(value) is not None:
+        raise ValueError("arg %r value %r holds NUL, CR or LF" % (name, value))
+    return value
+
+
+def _bad_status(status, zero):
+    if zero:
+        raise ValueError("status must be 0 (the gateway's default) or an int in 100..599, not %r"
+                         % (status,))
+    raise ValueError("status must be an int in 100..599, not %r" % (status,))
+
+
+def _gateway_owned(name):
+    raise ValueError("header %r is the gateway's own (it frames the body and owns the "
+                     "connection): a plugin cannot set it" % (name,))
+
+
+def _check_resp_header(name, value):
+    """A Rewrite resp_header: no body goes with it, so no Content-Length can agree with one."""
+    value = _check_header(name, value)
+    if _header_key(name) in _FRAMING:
+        _gateway_owned(name)
+    return value
+
+
+def _check_content_length(values, body, what):
+    """A Content-Length a plugin set must be the one length of the body the gateway sends."""
+    if (len(values) != 1 or not values[0].isascii() or not values[0].isdigit()
+            or int(values[0]) != len(body)):
+        raise ValueError("header 'Content-Length' %r disagrees with %s (%d bytes): leave "
+                         "Content-Length to the gateway" % (values, what, len(body)))
+
+
+def _stop_headers(headers, body):
+    """Stop's headers as a new list of checked pairs: a list or dict the plugin changes after
+    ``stop()`` is not what is sent."""
+    if isinstance(headers, dict):
+        items = []
+        for name, value in headers.items():
+            if isinstance(value, (list, tuple)):
+                for item in value:
+                    items.append((name, item))
+            else:
+                items.append((name, value))
+    else:
+        items = headers
+    pairs = []
+    lengths = None
+    for name, value in items:
+        key = _NAMES_SEEN.get(name) if type(name) is str else None
+        if key is None:
+            key = _header_key(name)
+        if value is not None:   # no value: the gateway clears the header
+            if type(value) is not str or value not in _VALUES_SEEN:
+                value = _header_value(name, value)
+            if key in _FRAMING:
+                if key != "content-length":
+                    _gateway_owned(name)
+                if lengths is None:
+                    lengths = []
+                lengths.append(value)
+        pairs.append((name, value))
+    if lengths is not None:
+        if not body:
+            raise ValueError("header 'Content-Length' %r in a Stop without a body: the gateway "
+                             "answers with a page of its own" % (lengths,))
+        _check_content_length(lengths, body, "the Stop body")
+    return pairs
 
 
 class Entries:
@@ -120,18 +278,18 @@ class Entries:
         changes[self._key(name)] = (name, values)
 
     def _set(self, name, value):
-        _check_name(name)
         if value is None:
+            self._check_name(name)
             self._change(name, [])
         else:
-            self._change(name, [_check_value(value)])
+            self._change(name, [self._check(name, value)])
 
     def _add(self, name, value):
-        _check_name(name)
-        self._change(name, list(self._values(name)) + [_check_value(value)])
+        value = self._check(name, value)
+        self._change(name, list(self._values(name)) + [value])
 
     def _delete(self, name):
-        _check_name(name)
+        self._check_name(name)
         self._change(name, [])
 
     def _rewrite_entries(self):
@@ -161,30 +319,17 @@ class Headers(Entries):
     def _key(self, name):
         return name.lower()
 
+    _check_name = staticmethod(_header_key)
+    _check = staticmethod(_check_header)
+
 
 class Args(Entries):
     """Query args: names are case-sensitive; a bare ``?flag`` has value None, ``?y=`` has ""."""
 
     __slots__ = ()
 
-
-def _check_name(name):
-    if type(name) is not str or not name:
-        raise TypeError("a header/arg name must be a non-empty str, not %r" % (name,))
-
-
-def _check_value(value):
-    if type(value) is not str:
-        if isinstance(value, str):
-            return str(value)
-        raise TypeError("a header/arg value must be a str, not %s" % type(value).__name__)
-    return value
-
-
-def _check_status(status):
-    if type(status) is not int or not 0 <= status <= 0xFFFF:
-        raise ValueError("status must be an int in 0..65535, not %r" % (status,))
-    return status
+    _check_name = staticmethod(_check_arg_name)
+    _check = staticmethod(_check_arg)
 
 
 def _as_bytes(body):
@@ -196,22 +341,6 @@ def _as_bytes(body):
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     raise TypeError("a body must be str or bytes, not %s" % type(body).__name__)
-
-
-def _as_pairs(headers):
-    """Stop/response headers as pairs: a dict (list values repeat the name) or pairs as is."""
-    if headers is None or type(headers) is tuple or type(headers) is list:
-        return headers
-    if isinstance(headers, dict):
-        pairs = []
-        for name, value in headers.items():
-            if isinstance(value, (list, tuple)):
-                for item in value:
-                    pairs.append((name, item))
-            else:
-                pairs.append((name, value))
-        return pairs
-    return list(headers)
 
 
 class _Call:
@@ -351,22 +480,26 @@ class Request(_Call):
              body: Union[str, bytes, None] = None) -> None:
         """Answer the client now; later plugins do not run and no rewrite is applied.
 
-        ``headers``: a dict (a list value repeats the name) or ``(name, value)`` pairs.
-        ``body``: bytes, or str sent as UTF-8.  Return from the hook after calling it.
+        ``status``: 100..599, or 0 for the gateway's default (200).  ``headers``: a dict (a list
+        value repeats the name) or ``(name, value)`` pairs, valid HTTP fields; a Content-Length
+        must be the body's length.  ``body``: bytes, or str sent as UTF-8.  Return from the hook
+        after calling it.
         """
         # The checks inline: stop() is on the hot path of every denying plugin.
-        if type(status) is not int or not 0 <= status <= 0xFFFF:
-            _check_status(status)
-        if headers is not None and type(headers) is not tuple and type(headers) is not list:
-            headers = _as_pairs(headers)
+        if type(status) is not int or not (100 <= status <= 599 or status == 0):
+            _bad_status(status, True)
         if body is not None and type(body) is not bytes:
             body = _as_bytes(body)
+        if headers is not None:
+            headers = _stop_headers(headers, body)
         self._stop = (status, headers, body)
 
     def set_path(self, path: str) -> None:
         """Proxy to ``path`` instead (the query is kept)."""
         if type(path) is not str or not path.startswith("/"):
             raise ValueError("a path must be a str starting with '/', not %r" % (path,))
+        if _UNSAFE_TEXT(path) is not None:
+            raise ValueError("path %r holds NUL, CR or LF" % (path,))
         self._path = path
 
     def set_header(self, name: str, value: Optional[str]) -> None:
@@ -395,9 +528,10 @@ class Request(_Call):
 
     def set_resp_header(self, name: str, value: Optional[str]) -> None:
         """Set a header on the response the client will get (replacing earlier ones here)."""
-        _check_name(name)
-        if value is not None:
-            _check_value(value)
+        if value is None:
+            _header_key(name)
+        else:
+            value = _check_resp_header(name, value)
         entries = self._resp_headers
         if entries is None:
             entries = self._resp_headers = []
@@ -408,8 +542,7 @@ class Request(_Call):
 
     def add_resp_header(self, name: str, value: str) -> None:
         """Add a header value on the response the client will get."""
-        _check_name(name)
-        _check_value(value)
+        value = _check_resp_header(name, value)
         if self._resp_headers is None:
             self._resp_headers = []
         self._resp_headers.append((name, value))
@@ -480,17 +613,21 @@ class Response(_Call):
         return self._extra_blocking(INFO_RESP_BODY, _BODY, None, "get_body")
 
     def set_status(self, status: int) -> None:
-        """Send the client this status instead."""
-        if _check_status(status) == 0:
-            raise ValueError("status 0 means 'unchanged'; set a real status")
+        """Send the client this status (100..599) instead."""
+        if type(status) is not int or not 100 <= status <= 599:
+            _bad_status(status, False)
         self._status = status
 
     def set_header(self, name: str, value: Optional[str]) -> None:
         """Set response header ``name`` to this single value; None deletes it."""
+        if value is not None and _header_key(name) in _GATEWAY_OWNED:
+            _gateway_owned(name)
         self.headers._set(name, value)
 
     def add_header(self, name: str, value: str) -> None:
         """Add a value to response header ``name``."""
+        if _header_key(name) in _GATEWAY_OWNED:
+            _gateway_owned(name)
         self.headers._add(name, value)
 
     def del_header(self, name: str) -> None:
@@ -501,17 +638,70 @@ class Response(_Call):
         """Replace the response body (str is sent as UTF-8)."""
         self._body = _as_bytes(body)
 
+    def _upstream_body(self):
+        """The upstream body if a plugin read it (b"" when empty), else None."""
+        cache = self._cache
+        if cache is None or _BODY not in cache:
+            return None
+        return cache[_BODY] or b""
+
     def _answer(self):
-        """The HTTPRespCall.Resp frame.  Changed headers go as the whole merged set, because the
-        gateway then sets only the headers it is sent."""
+        """The HTTPRespCall.Resp frame."""
+        body = self._body
+        if body is not None and not body and self._upstream_body() != b"":
+            # The gateway reads an empty body as "unchanged" and sends upstream's instead.
+            raise ValueError("an empty response body cannot be sent: the gateway would send "
+                             "the upstream's body instead")
         headers = self._headers
         if headers is not None and headers._changes:
-            headers = headers.items()
+            headers = self._header_set(headers, body)
         else:
-            headers = None
+            headers = None  # the gateway then sets upstream's headers, less its own list
         status = self._status
         return encode_http_resp_call_resp(self._req.id, 0 if status is None else status,
-                                          headers, self._body)
+                                          headers, body)
+
+    def _header_set(self, headers, body):
+        """The changed headers as the whole set the client gets: the gateway sets only the
+        headers it is sent, one by one, beside the framing it writes itself."""
+        changes = headers._changes
+        pairs = []
+        hop = None
+        for name, value in headers._original():
+            key = name.lower()
+            if key in changes or key in _NOT_ECHOED:
+                if key == "connection" and value:
+                    # RFC 9110 7.6.1: the names upstream's Connection lists are for this hop only
+                    for option in value.split(","):
+                        option = option.strip().lower()
+                        if option not in _NOT_ECHOED:
+                            if hop is None:
+                                hop = set()
+                            hop.add(option)
+                continue
+            pairs.append((name, value))
+        if hop is not None:
+            pairs = [(name, value) for name, value in pairs if name.lower() not in hop]
+        deleted = []
+        for key, (name, values) in changes.items():
+            if not values:
+                deleted.append((name, None))
+                continue
+            if key == "content-length":
+                if body is not None:
+                    _check_content_length(values, body, "the body set")
+                else:
+                    upstream = self._upstream_body()
+                    if upstream is None:
+                        raise ValueError("header 'Content-Length' %r cannot be checked against "
+                                         "the upstream body, which no plugin read: leave "
+                                         "Content-Length to the gateway" % (values,))
+                    _check_content_length(values, upstream, "the upstream body")
+            for value in values:
+                pairs.append((name, value))
+        # An empty list reads as "no change" to the gateway; a name sent without a value
+        # clears that header, so deleting every header still reaches the client.
+        return pairs or deleted
 
     def __repr__(self):
         return "<Response id=%d status=%d>" % (self.id, self.status)

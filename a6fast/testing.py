@@ -362,10 +362,11 @@ class ResponseResult(_Result):
 
     @property
     def headers(self) -> Entries:
-        """When the plugins send headers, the gateway sets only those."""
+        """When the plugins send headers, the gateway sets only those (one sent without a
+        value clears that header: how deleting every header is sent)."""
         answer = self.answer
         if answer is not None and answer.headers is not None:
-            return Entries(answer.headers)
+            return Entries([(name, value) for name, value in answer.headers if value is not None])
         return self.upstream_headers
 
     @property

@@ -118,6 +118,19 @@ def test_response_phase_without_changes_passes_the_upstream_response(tester):
     assert r.status == 404 and r.headers == {"a": "b"} and r.body == b"nothing here"
 
 
+def test_deleting_every_response_header_leaves_the_client_none():
+    import a6fast
+
+    @a6fast.plugin("strip-all", phase="response", inline=True)
+    def strip_all(response, conf):
+        for name in set(response.headers):
+            response.del_header(name)
+
+    with PluginTester(plugins=[strip_all], builtins=False) as t:
+        r = t.response("strip-all", headers={"a": "b", "content-type": "text/plain"})
+    assert r.headers_changed and r.headers.items() == []
+
+
 def test_a_prepared_conf_keeps_state_across_calls(tester):
     conf = tester.prepare("counter")
     assert [conf.request().rewrite.headers["x-call"] for _ in range(3)] == ["1", "2", "3"]
