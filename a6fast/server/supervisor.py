@@ -102,6 +102,8 @@ class Supervisor:
             if flags["stop"]:
                 break  # a SIGTERM while the workers start: no more of them
             self.spawn(slot)
+        if self.stats is not None:
+            self.stats.use_worker_files()
         watch = PluginWatch(self.options.plugin_dirs) if self.options.reload_on_change else None
         next_sweep = time.monotonic() + SWEEP_SECONDS
         self.sock.setblocking(False)
