@@ -8,10 +8,10 @@ not import and every plugin that did not define is listed with file and line.
 import inspect
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .compat import CompatSpec
 from .plugin import MODE_NAMES, PluginSpec
 from .registry import Registry
 
@@ -49,28 +49,15 @@ class CheckReport:
 
 
 def _style_and_line(spec: PluginSpec) -> Tuple[str, int]:
-    from . import compat
-
+    if isinstance(spec, CompatSpec):
+        return spec.style, _line_of(spec.cls)
     hook = spec.request_hook if spec.request_hook is not None else spec.response_hook
-    if hook is compat._run_seed:
-        return "seed", _class_line(spec, lambda cls: cls.__name__.lower() == spec.name)
-    if getattr(hook, "__module__", None) == compat.__name__:
-        owner = getattr(hook, "__qualname__", "").rpartition(".")[0]
-        return "official-0.2", _class_line(spec, lambda cls: cls.__qualname__ == owner)
     owner = getattr(hook, "__self__", None)
     if owner is not None and not isinstance(owner, type):
         return "class", _line_of(type(owner))
     if getattr(hook, "__a6fast_plugin__", None) is spec:
         return "function", _line_of(hook)
     return "spec", 0
-
-
-def _class_line(spec: PluginSpec, match) -> int:
-    module = sys.modules.get(spec.module or "")
-    for obj in vars(module).values() if module is not None else ():
-        if isinstance(obj, type) and obj.__module__ == spec.module and match(obj):
-            return _line_of(obj)
-    return 0
 
 
 def _line_of(obj: Any) -> int:
@@ -83,10 +70,12 @@ def _line_of(obj: Any) -> int:
 def describe(spec: PluginSpec, source: Optional[str]) -> PluginInfo:
     """The ``PluginInfo`` of a loaded plugin."""
     style, line = _style_and_line(spec)
+    # An official-runner plugin's response "hook" only refuses the phase it never had.
+    has_response = spec.response_hook is not None and not isinstance(spec, CompatSpec)
     return PluginInfo(
         name=spec.name, style=style,
         request=MODE_NAMES[spec.request_mode] if spec.request_hook is not None else None,
-        response=MODE_NAMES[spec.response_mode] if spec.response_hook is not None else None,
+        response=MODE_NAMES[spec.response_mode] if has_response else None,
         source=source or "?", line=line)
 
 

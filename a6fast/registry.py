@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .chain import Chain
+from .compat import CompatSpec, group_steps
 from .errors import UnknownPlugin
 from .plugin import PluginSpec, spec_of
 
@@ -36,6 +37,7 @@ class Registry:
         self._plugins = {}
         self._folded = {}  # lower-cased name -> spec, for official-runner seed plugins
         self._sources = {}  # name -> where it was loaded from (file, entry point, builtin)
+        self._compat = False  # official-runner plugins loaded: their runs in a conf share a call
         self.errors: List[Tuple[str, int, str]] = []
 
     @classmethod
@@ -100,6 +102,10 @@ class Registry:
         self._sources[spec.name] = source
         if spec.fold_name:
             self._folded.setdefault(spec.name.lower(), spec)
+        if isinstance(spec, CompatSpec):
+            self._compat = True
+            for alias in spec.aliases:
+                self._folded.setdefault(alias.lower(), spec)
         log.debug("loaded plugin %r from %s", spec.name, source)
         return True
 
@@ -196,6 +202,8 @@ class Registry:
                 if spec is None:
                     raise UnknownPlugin(name)
             steps.append((spec, spec.parse_conf(text)))
+        if self._compat:
+            steps = group_steps(steps)
         return Chain(steps, key)
 
 
