@@ -3,7 +3,8 @@
 Every plugin is listed with its name, its style (how it was written: an ``@a6fast.plugin``
 function, a ``Plugin`` class, an official-runner seed-era ``Base`` class or 0.2 ``PluginBase``
 class), how each hook runs (inline, async, thread) and where it was defined.  Every file that did
-not import and every plugin that did not define is listed with file and line.
+not import and every plugin that did not define is listed with file and line, and so is every
+use of an official-runner (``apisix.runner``) name that a6fast does not provide (a warning).
 """
 import inspect
 import logging
@@ -12,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .compat import CompatSpec
+from .compat.scan import unprovided_uses
 from .plugin import MODE_NAMES, PluginSpec
-from .registry import Registry
+from .registry import Registry, plugin_files
 
 __all__ = ["PluginInfo", "CheckReport", "check", "describe", "format_report"]
 
@@ -110,7 +112,28 @@ def check(plugin_dirs: Sequence[str], builtins: bool = False,
         report.plugins.append(describe(spec, registry.source(name)))
     report.warnings = [record.getMessage() for record in collect.records
                        if record.levelno < logging.ERROR]
+    for directory in plugin_dirs:
+        report.warnings.extend(_official_api_warnings(directory))
     return report
+
+
+def _official_api_warnings(directory: str) -> List[str]:
+    """``file:line: ...`` for each use of an ``apisix.runner`` name a6fast does not provide, in
+    the files ``a6fast serve`` would load from ``directory``."""
+    warnings = []
+    try:
+        paths = plugin_files(directory)
+    except OSError:
+        return warnings  # loading it reported that
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError:
+            continue  # loading it reported that
+        for line, message in unprovided_uses(source, path):
+            warnings.append("%s: %s" % (_where(path, line), message))
+    return warnings
 
 
 def _where(path: str, line: int) -> str:

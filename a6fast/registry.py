@@ -22,7 +22,7 @@ from .compat import CompatSpec, group_steps
 from .errors import UnknownPlugin
 from .plugin import PluginSpec, spec_of
 
-__all__ = ["Registry", "ENTRY_POINT_GROUP"]
+__all__ = ["Registry", "ENTRY_POINT_GROUP", "plugin_files"]
 
 log = logging.getLogger("a6fast.plugins")
 
@@ -121,13 +121,12 @@ class Registry:
         compat.install()
         directory = os.path.abspath(directory)
         try:
-            files = sorted(name for name in os.listdir(directory)
-                           if name.endswith(".py") and not name.startswith(("_", ".")))
+            files = plugin_files(directory)
         except OSError as exc:
             self._error(directory, 0, "cannot list plugin directory: %s" % exc.strerror, exc)
             return
-        for name in files:
-            self.load_file(os.path.join(directory, name))
+        for path in files:
+            self.load_file(path)
 
     def load_file(self, path: str) -> None:
         """Import one plugin file (its directory first on sys.path meanwhile, for its
@@ -205,6 +204,14 @@ class Registry:
         if self._compat:
             steps = group_steps(steps)
         return Chain(steps, key)
+
+
+def plugin_files(directory: str) -> List[str]:
+    """The plugin files of ``directory`` in load order: ``*.py``, not ``_*`` or ``.*``.
+    OSError if it cannot be listed."""
+    directory = os.path.abspath(directory)
+    return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
+            if name.endswith(".py") and not name.startswith(("_", "."))]
 
 
 def _spec_of(obj, module_name):
