@@ -420,3 +420,51 @@ def test_plugins_registry_of_the_official_core_module(tmp_path):
     assert PLUGINS["named-plugin"] is sys.modules["a6fast_plugin_named"].Named
     load(str(tmp_path))  # the same file again: its new class takes the name
     assert PLUGINS["named-plugin"] is sys.modules["a6fast_plugin_named"].Named
+
+
+def test_a_010_plugin_calling_stop_then_rewrite_rewrites(codec, ctx, tmp_path):
+    (tmp_path / "both.py").write_text(
+        "from apisix.runner.plugin.base import Base\n\n"
+        "class Both(Base):\n"
+        "    def __init__(self):\n        super().__init__('Both')\n\n"
+        "    def filter(self, request, response):\n"
+        "        response.headers['X-A'] = '1'\n"
+        "        response.body = 'stop only'\n"
+        "        self.stop()\n"
+        "        if self.config.get('then_rewrite'):\n"
+        "            self.rewrite()\n")
+    registry = load(str(tmp_path))
+    stopped = run_request(registry.prepare([("both", None)]), http_req(codec), ctx)
+    assert stopped.stop == gateway.Stop(200, [("X-A", "1")], b"stop only")
+    rewritten = run_request(registry.prepare([("both", '{"then_rewrite": true}')]),
+                            http_req(codec), ctx)
+    assert rewritten.rewrite == gateway.Rewrite(None, [("X-A", "1")], None, None, None)
+
+
+def test_a_changed_reply_stops_and_drops_the_request_changes(codec, ctx, tmp_path):
+    (tmp_path / "mixed.py").write_text(
+        "from apisix.runner.plugin.core import PluginBase\n\n"
+        "class Mixed(PluginBase):\n"
+        "    def name(self):\n        return 'mixed'\n\n"
+        "    def filter(self, conf, req, reply):\n"
+        "        req.set_header('x-up', '1')\n"
+        "        req.set_uri('/elsewhere')\n"
+        "        reply.set_status_code(409)\n")
+    answer = run_request(load(str(tmp_path)).prepare([("mixed", "")]), http_req(codec), ctx)
+    assert answer.action_type == ACTION_STOP and answer.stop == gateway.Stop(409, None, None)
+
+
+def test_a_base_plugin_keeps_its_instance_for_the_calls_of_one_conf(codec, ctx, tmp_path):
+    # as there: one instance per prepared conf (its state is shared by that conf's calls)
+    (tmp_path / "count.py").write_text(
+        "from apisix.runner.plugin.base import Base\n\n"
+        "class Count(Base):\n"
+        "    def __init__(self):\n        super().__init__('Count')\n        self.calls = 0\n\n"
+        "    def filter(self, request, response):\n"
+        "        self.calls += 1\n"
+        "        response.body = str(self.calls)\n")
+    registry = load(str(tmp_path))
+    first, second = registry.prepare([("count", None)]), registry.prepare([("count", None)])
+    assert [run_request(first, http_req(codec), ctx).stop.body for _ in range(3)] == \
+        [b"1", b"2", b"3"]
+    assert run_request(second, http_req(codec), ctx).stop.body == b"1"
