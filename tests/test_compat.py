@@ -305,8 +305,21 @@ def test_which_base_plugins_are_010_ones():
         def filter(self, request, response):
             response.body = "stop"  # a stop without stop(): the later format
 
+    class OwnStop(Base):
+        def stop(self):
+            self.stopped = True  # a method of its own, not 0.1.0's
+
+        def filter(self, request, response):
+            self.stop()
+            response.body = "stop"
+
+    class OwnStopOnTop(Base):
+        def stop(self):
+            super().stop()
+
     assert compat.written_for_010(Old) and compat.written_for_010(Mid)
-    assert not compat.written_for_010(New)
+    assert compat.written_for_010(OwnStopOnTop)
+    assert not compat.written_for_010(New) and not compat.written_for_010(OwnStop)
 
 
 def test_a_base_plugin_without_filter_fails_the_call(codec, ctx, tmp_path):

@@ -202,6 +202,9 @@ def written_for_010(cls):
     """True when a ``Base`` class's own code (or a base class's, short of ``Base``) uses
     ``self.stop()``, ``self.rewrite()`` or ``self.action``: only 0.1.0 had them, and there a
     plugin that did not call ``stop()`` in a call rewrote the request with ``response``."""
+    # A class with a stop() (or rewrite) of its own means something else by self.stop().
+    own = {name for name in _V010_ATTRS
+           if inspect.getattr_static(cls, name, None) is not inspect.getattr_static(Base, name)}
     for klass in cls.__mro__:
         if klass is Base or klass is object:
             continue
@@ -210,11 +213,13 @@ def written_for_010(cls):
         except (OSError, TypeError, SyntaxError):
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and node.attr in _V010_ATTRS
-                    and (isinstance(node.value, ast.Name) and node.value.id == "self"
-                         or isinstance(node.value, ast.Call)
-                         and isinstance(node.value.func, ast.Name)
-                         and node.value.func.id == "super")):
+            if not isinstance(node, ast.Attribute) or node.attr not in _V010_ATTRS:
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id == "self" and node.attr not in own:
+                return True
+            if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                    and value.func.id == "super"):
                 return True
     return False
 
