@@ -206,9 +206,12 @@ def test_v2021_everything_a_plugin_reads(runner):
                     "methods": ["OPTIONS", 1, "TRACE", 1]}
 
 
-def test_v2021_reset_empties_the_request_object_and_changes_nothing(runner):
+def test_v2021_reset_empties_the_objects_and_changes_nothing(runner):
+    # there response.reset() also lost the call's id and request.reset() the path, so the call
+    # got an Err; here the answer set after reset() is sent, and the request is left as it is
     stop, seen = json_stop(runner, [("mirror", '{"reset": true}')], headers=[("host", "h")])
     assert seen["after_reset"] == ["", {}, {}]
+    assert stop.headers is None  # the header set before response.reset() is gone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,10 +251,15 @@ def test_v020_set_uri_rewrites_the_path(runner):
 
 def test_v020_every_getter_and_setter(runner):
     conf = '{"report": true, "setters": true, "status": 202}'
-    stop, seen = json_stop(runner, [("agent", conf)], method="PUT", src_ip="::1",
-                           headers=[("host", "h")], args=[("a", "1")],
-                           vars={"remote_addr": "::1"}, body=b"B")
-    assert stop.status == 202 and stop.headers == [("Content-Type", "application/json")]
+    resp = answer(runner, [("agent", conf)], method="PUT", src_ip="::1", headers=[("host", "h")],
+                  args=[("a", "1")], vars={"remote_addr": "::1"}, body=b"B")
+    stop, seen = resp.stop, json.loads(resp.stop.body)
+    # set_req_id(77) changes what get_req_id() says, not the answer's id (there it did)
+    assert resp.id == REQ["id"]
+    assert stop.status == 202
+    # set_headers() replaced the draft; the plugin's headers are what is sent
+    assert stop.headers == [("X-Draft", "1"), ("Content-Type", "application/json")]
+    assert seen.pop("reply") == ["1", {"X-Draft": "1"}, "", False, True, 77]
     assert seen == {
         "conf": json.loads(conf), "configs": {"k": "v"}, "config": None, "id": 3, "method": "PUT",
         "uri": "/p", "remote_addr": "0000:0000:0000:0000:0000:0000:0000:0001",
@@ -295,7 +303,7 @@ def test_v020_plugin_names_are_matched_exactly(runner):
 
 def test_v020_plugin_without_config_gets_none_and_is_registered(runner):
     assert stop_of(runner, [("plain", '{"x": 1}')]) == gateway.Stop(
-        200, None, b"plain conf=None registered=True")
+        200, None, b"plain conf=None registered=True err=1")
 
 
 def test_v020_plugin_raising_fails_the_call_closed(runner):

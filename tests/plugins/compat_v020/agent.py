@@ -45,6 +45,12 @@ class Agent(PluginBase):
                 reply.get_status_code(), reply.changed(), reply.get_req_id() > 0,
             ]
         if conf.get("report"):
+            if conf.get("setters"):
+                # the answer's own setters and getters, before the answer is filled in
+                reply.set_headers({"X-Draft": "1"})
+                seen["reply"] = [reply.get_header("X-Draft"), dict(reply.get_headers()),
+                                 reply.get_body(), reply.set_req_id(0), reply.set_req_id(77),
+                                 reply.get_req_id()]
             reply.set_header("Content-Type", "application/json")
             reply.set_body(json.dumps(seen, sort_keys=True))
             reply.set_status_code(conf.get("status", 200))

@@ -6,14 +6,16 @@ from apisix.runner.http.request import Request
 from apisix.runner.http.response import Response
 from apisix.runner.plugin.core import PLUGINS, PluginBase
 from apisix.runner.server.logger import Logger
+from apisix.runner.server.response import RESP_STATUS_CODE_SERVICE_UNAVAILABLE
 
 
 class Family(PluginBase):
     def filter(self, conf: Any, req: Request, reply: Response):
         Logger().info("{} ran for {}", self.name(), req.get_uri())
         req.r.log.info("seen by {}", self.name())
-        reply.set_body("%s conf=%r registered=%s" % (self.name(), conf,
-                                                     PLUGINS.get(self.name()) is type(self)))
+        reply.set_body("%s conf=%r registered=%s err=%d" % (
+            self.name(), conf, PLUGINS.get(self.name()) is type(self),
+            RESP_STATUS_CODE_SERVICE_UNAVAILABLE))
 
 
 class Plain(Family):

@@ -26,6 +26,8 @@ class Mirror(Base):
                         methodNames[14], VECTOR_TYPE_HEADER],
         }
         if self.config.get("reset"):
+            response.headers["X-Draft"] = "1"
+            response.reset()  # a fresh answer: the draft header is gone
             request.reset()
             seen["after_reset"] = [request.path, request.headers, request.args]
         response.body = json.dumps(seen, sort_keys=True)
