@@ -31,6 +31,7 @@ phase: an HTTPRespCall for a conf that holds one is answered with an Err, as the
 import ast
 import importlib
 import inspect
+import os
 import sys
 import textwrap
 from importlib.machinery import ModuleSpec
@@ -189,10 +190,9 @@ class Member:
 
 
 def _file_stem(module_name):
-    module = sys.modules.get(module_name or "")
-    path = getattr(module, "__file__", None) or ""
-    stem = path.rsplit("/", 1)[-1]
-    return stem[:-3] if stem.endswith(".py") else ""
+    path = getattr(sys.modules.get(module_name or ""), "__file__", None) or ""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    return stem if ext == ".py" else ""
 
 
 _V010_ATTRS = frozenset(("stop", "rewrite", "action"))
