@@ -23,7 +23,7 @@ class Tally(PluginBase):
         return "tally"
 
     def config(self, conf: Any) -> Any:
-        return int(conf or 1)
+        return max(1, int(conf or 1))
 
     def filter(self, conf: Any, req: Request, reply: Response):
         self.marker = req.get_header("x-marker")
