@@ -3,17 +3,19 @@
 Every plugin is listed with its name, its style (how it was written: an ``@a6fast.plugin``
 function, a ``Plugin`` class, an official-runner seed-era ``Base`` class or 0.2 ``PluginBase``
 class), how each hook runs (inline, async, thread) and where it was defined.  Every file that did
-not import and every plugin that did not define is listed with file and line.
+not import and every plugin that did not define is listed with file and line, and so is every
+use of an official-runner (``apisix.runner``) name that a6fast does not provide (a warning).
 """
 import inspect
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .compat import CompatSpec
+from .compat.scan import unprovided_uses
 from .plugin import MODE_NAMES, PluginSpec
-from .registry import Registry
+from .registry import Registry, plugin_files
 
 __all__ = ["PluginInfo", "CheckReport", "check", "describe", "format_report", "format_errors"]
 
@@ -49,28 +51,15 @@ class CheckReport:
 
 
 def _style_and_line(spec: PluginSpec) -> Tuple[str, int]:
-    from . import compat
-
+    if isinstance(spec, CompatSpec):
+        return spec.style, _line_of(spec.cls)
     hook = spec.request_hook if spec.request_hook is not None else spec.response_hook
-    if hook is compat._run_seed:
-        return "seed", _class_line(spec, lambda cls: cls.__name__.lower() == spec.name)
-    if getattr(hook, "__module__", None) == compat.__name__:
-        owner = getattr(hook, "__qualname__", "").rpartition(".")[0]
-        return "official-0.2", _class_line(spec, lambda cls: cls.__qualname__ == owner)
     owner = getattr(hook, "__self__", None)
     if owner is not None and not isinstance(owner, type):
         return "class", _line_of(type(owner))
     if getattr(hook, "__a6fast_plugin__", None) is spec:
         return "function", _line_of(hook)
     return "spec", 0
-
-
-def _class_line(spec: PluginSpec, match) -> int:
-    module = sys.modules.get(spec.module or "")
-    for obj in vars(module).values() if module is not None else ():
-        if isinstance(obj, type) and obj.__module__ == spec.module and match(obj):
-            return _line_of(obj)
-    return 0
 
 
 def _line_of(obj: Any) -> int:
@@ -83,10 +72,12 @@ def _line_of(obj: Any) -> int:
 def describe(spec: PluginSpec, source: Optional[str]) -> PluginInfo:
     """The ``PluginInfo`` of a loaded plugin."""
     style, line = _style_and_line(spec)
+    # An official-runner plugin's response "hook" only refuses the phase it never had.
+    has_response = spec.response_hook is not None and not isinstance(spec, CompatSpec)
     return PluginInfo(
         name=spec.name, style=style,
         request=MODE_NAMES[spec.request_mode] if spec.request_hook is not None else None,
-        response=MODE_NAMES[spec.response_mode] if spec.response_hook is not None else None,
+        response=MODE_NAMES[spec.response_mode] if has_response else None,
         source=source or "?", line=line)
 
 
@@ -121,7 +112,30 @@ def check(plugin_dirs: Sequence[str], builtins: bool = False,
         report.plugins.append(describe(spec, registry.source(name)))
     report.warnings = [record.getMessage() for record in collect.records
                        if record.levelno < logging.ERROR]
+    for directory in plugin_dirs:
+        report.warnings.extend(_official_api_warnings(directory))
     return report
+
+
+def _official_api_warnings(directory: str) -> List[str]:
+    """``file:line: ...`` for each use of an ``apisix.runner`` name a6fast does not provide, in
+    the files ``a6fast serve`` would load from ``directory``."""
+    warnings = []
+    try:
+        paths = plugin_files(directory)
+    except OSError:
+        return warnings  # loading it reported that
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # a FIFO would block the read; loading it reported that
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError:
+            continue  # loading it reported that
+        for line, message in unprovided_uses(source, path):
+            warnings.append("%s: %s" % (_where(path, line), message))
+    return warnings
 
 
 def _where(path: str, line: int) -> str:

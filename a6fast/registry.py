@@ -19,10 +19,11 @@ from types import ModuleType
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .chain import Chain
+from .compat import CompatSpec, group_steps
 from .errors import UnknownPlugin
 from .plugin import PluginSpec, spec_of
 
-__all__ = ["Registry", "ENTRY_POINT_GROUP"]
+__all__ = ["Registry", "ENTRY_POINT_GROUP", "plugin_files"]
 
 log = logging.getLogger("a6fast.plugins")
 
@@ -37,6 +38,7 @@ class Registry:
         self._plugins = {}
         self._folded = {}  # lower-cased name -> spec, for official-runner seed plugins
         self._sources = {}  # name -> where it was loaded from (file, entry point, builtin)
+        self._compat = False  # official-runner plugins loaded: their runs in a conf share a call
         self.errors: List[Tuple[str, int, str]] = []
 
     @classmethod
@@ -101,6 +103,10 @@ class Registry:
         self._sources[spec.name] = source
         if spec.fold_name:
             self._folded.setdefault(spec.name.lower(), spec)
+        if isinstance(spec, CompatSpec):
+            self._compat = True
+            for alias in spec.aliases:
+                self._folded.setdefault(alias.lower(), spec)
         log.debug("loaded plugin %r from %s", spec.name, source)
         return True
 
@@ -116,13 +122,11 @@ class Registry:
         compat.install()
         directory = os.path.abspath(directory)
         try:
-            files = sorted(name for name in os.listdir(directory)
-                           if name.endswith(".py") and not name.startswith(("_", ".")))
+            files = plugin_files(directory)
         except OSError as exc:
             self._error(directory, 0, "cannot list plugin directory: %s" % exc.strerror, exc)
             return
-        for name in files:
-            path = os.path.join(directory, name)
+        for path in files:
             try:
                 regular = stat.S_ISREG(os.stat(path).st_mode)
             except OSError as exc:
@@ -206,7 +210,17 @@ class Registry:
                 if spec is None:
                     raise UnknownPlugin(name)
             steps.append((spec, spec.parse_conf(text)))
+        if self._compat:
+            steps = group_steps(steps)
         return Chain(steps, key)
+
+
+def plugin_files(directory: str) -> List[str]:
+    """The plugin files of ``directory`` in load order: ``*.py``, not ``_*`` or ``.*``.
+    OSError if it cannot be listed."""
+    directory = os.path.abspath(directory)
+    return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
+            if name.endswith(".py") and not name.startswith(("_", "."))]
 
 
 def _spec_of(obj, module_name):
