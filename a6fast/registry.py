@@ -1,9 +1,10 @@
 """Finding plugins: plugin directories, the ``a6fast.plugins`` entry points and the built-in
 examples; and preparing a conf (a PrepareConf's plugin list) into a ``Chain``.
 
-Precedence for a name defined twice: plugin directories (in the order given, files by name),
-then entry points, then the built-ins.  A file that fails to import is logged with file:line,
-listed in ``errors`` and skipped: the other plugins still load.
+Load order: plugin directories (in the order given, files by name), then entry points, then the
+built-ins.  A name defined twice by plugin files or entry points is an error; a user plugin may
+take a built-in example's name.  A file that fails to import is recorded in ``errors`` with
+file:line (``a6fast serve`` then refuses to start; ``a6fast check`` lists them).
 """
 import importlib
 import importlib.util
@@ -78,7 +79,7 @@ class Registry:
     def add(self, obj, source: Optional[str] = None) -> List[PluginSpec]:
         """Register the plugins ``obj`` defines (a PluginSpec, a Plugin subclass, a decorated
         function, an official-runner class, or a module: all of those it defines).  A name
-        already loaded keeps its first plugin."""
+        already loaded keeps its first plugin (and the second is an error)."""
         if isinstance(obj, PluginSpec):
             specs = [obj]
         elif isinstance(obj, ModuleType):
@@ -96,8 +97,14 @@ class Registry:
 
     def _register(self, spec, source):
         if spec.name in self._plugins:
-            log.warning("plugin %r of %s ignored: already loaded from %s",
-                        spec.name, source, self._sources[spec.name])
+            first = self._sources[spec.name]
+            if str(source).startswith("builtin "):
+                # a user plugin may take a built-in example's name on purpose
+                log.info("built-in plugin %r not loaded: %s defines that name", spec.name, first)
+                return False
+            hook = spec.request_hook or spec.response_hook
+            self._error(source, _definition_line(getattr(hook, "__func__", hook)),
+                        "plugin %r is defined twice: here and in %s" % (spec.name, first))
             return False
         self._plugins[spec.name] = spec
         self._sources[spec.name] = source

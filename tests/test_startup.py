@@ -73,3 +73,27 @@ def test_serve_refuses_options_out_of_range(tmp_path, option):
     assert served.returncode == 2, served.stderr
     assert option[0] in served.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_name_defined_twice_is_refused_by_serve_and_check(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for name in ("a.py", "b.py"):
+        (plugins / name).write_text(
+            "import a6fast\n\n\n@a6fast.plugin('twin', inline=True)\n"
+            "def twin(request, conf):\n    request.stop(200)\n")
+    served = run("serve", "--plugins", str(plugins), "--listen", "unix:%s" % (tmp_path / "s"),
+                 "--workers", "1", env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert served.returncode == 2, served.stderr
+    assert "b.py:4: plugin 'twin' is defined twice" in served.stderr, served.stderr
+    checked = run("check", str(plugins))
+    assert checked.returncode == 1 and "defined twice" in checked.stdout
+
+
+def test_a_plugin_may_take_a_builtin_examples_name(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "mine.py").write_text(
+        "import a6fast\n\n\n@a6fast.plugin('stop', inline=True)\n"
+        "def stop(request, conf):\n    request.stop(299)\n")
+    assert run("check", "--builtins", str(plugins)).returncode == 0
