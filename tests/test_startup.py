@@ -97,3 +97,33 @@ def test_a_plugin_may_take_a_builtin_examples_name(tmp_path):
         "import a6fast\n\n\n@a6fast.plugin('stop', inline=True)\n"
         "def stop(request, conf):\n    request.stop(299)\n")
     assert run("check", "--builtins", str(plugins)).returncode == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_while_plugins_are_still_importing_stops_cleanly(tmp_path, workers):
+    import signal
+    import time
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    started = tmp_path / "importing"
+    (plugins / "slow.py").write_text(
+        "import time, a6fast\nopen(%r, 'a').write('x')\ntime.sleep(3)\n\n"
+        "@a6fast.plugin('slow', inline=True)\ndef slow(request, conf):\n    request.stop(200)\n"
+        % str(started))
+    env = dict(os.environ, PYTHONPATH=A6FAST_ROOT, XDG_STATE_HOME=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "a6fast", "serve", "--plugins", str(plugins),
+                             "--listen", "unix:%s" % (tmp_path / "s"), "--workers", workers],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (tmp_path / "s").exists()
