@@ -6,15 +6,15 @@ import sys
 import click
 
 from . import __version__
+from .logs import FORMATS as LOG_FORMATS, TEXT_FORMAT as LOG_FORMAT, configure as configure_logging
 from .server.tokens import MAX_WORKERS
 
-LOG_FORMAT = "%(asctime)s %(levelname)s a6fast[%(process)d] %(name)s: %(message)s"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def setup_logging(level):
-    logging.basicConfig(level=_LEVELS[level.lower()], format=LOG_FORMAT, stream=sys.stderr, force=True)
+def setup_logging(level, log_format="text"):
+    configure_logging(_LEVELS[level.lower()], log_format, sys.stderr)
 
 
 class ConfigError(Exception):
@@ -121,8 +121,11 @@ def main():
                    "Default: /var/lib/a6fast/tokens (root) or ~/.local/state/a6fast/tokens.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="text, or json: one object a line (time, level, logger, pid, message; "
+                   "plugin, call_id, err and traceback for a plugin's failure).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_timeout, conf_expire,
-          max_confs, socket_mode, socket_group, state_file, stats_address):
+          max_confs, socket_mode, socket_group, state_file, stats_address, log_format):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
     from .server import (ListenError, ServeOptions, StateError, default_workers,
                          serve as run_server)
@@ -133,7 +136,7 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
             conf_expire = positive_number_from_env("APISIX_CONF_EXPIRE_TIME", 3600.0)
     except ConfigError as exc:
         fail("serve", str(exc))
-    setup_logging(log_level or from_file.get("log_level") or "info")
+    setup_logging(log_level or from_file.get("log_level") or "info", log_format)
     listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
     try:
         mode = int(socket_mode, 8)
