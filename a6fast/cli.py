@@ -204,14 +204,36 @@ def stats(listen, as_json, timeout):
 
     from .server.stats import format_snapshot, read_snapshot
 
+    from .server.listener import ListenError
+
     try:
         snapshot = read_snapshot(listen, timeout)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException("cannot read stats from %s: %s" % (listen, exc)) from None
+        if not isinstance(snapshot, dict) or "calls" not in snapshot:
+            raise ValueError("not a snapshot")
+    except (OSError, ValueError, ListenError) as exc:
+        click.echo("a6fast stats: no runner's stats at %s: %s" % (listen, _why_no_stats(
+            exc, listen, timeout)), err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(snapshot, sort_keys=True))
     else:
         click.echo(format_snapshot(snapshot))
+
+
+def _why_no_stats(exc, address, timeout):
+    """What a failed read of a --stats socket means, in words (one line)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket (start the runner with --stats %s)" % address
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing accepts connections there (the runner has stopped, or it is not a socket)"
+    if isinstance(exc, PermissionError):
+        return "permission denied (run as the runner's user or a member of its --socket-group)"
+    if isinstance(exc, TimeoutError):
+        return ("it answered nothing within %g s (is it the runner's --listen socket? "
+                "`a6fast stats` reads the one given to --stats)" % timeout)
+    if isinstance(exc, ValueError):
+        return "it answered something else than a6fast's live counters"
+    return str(exc)
 
 
 def _add_lazy_commands():

@@ -192,6 +192,24 @@ def test_stats_command_prints_a_table_and_json(tmp_path):
     assert json.loads(raw.stdout)["calls"]["HTTPReqCall"] == 5
 
 
+def test_stats_pointed_at_the_gateway_socket_says_it_is_not_the_stats_socket(tmp_path):
+    runner = RunnerProcess(tmp_path, "--workers", "1")
+    env = dict(os.environ, PYTHONPATH=A6FAST_ROOT)
+    try:
+        out = subprocess.run([sys.executable, "-m", "a6fast", "stats", "--listen",
+                              "unix:" + runner.path, "--timeout", "0.5"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        with runner.gateway() as gw:  # the runner goes on serving
+            assert gw.call(123456789)[0] == RPC_ERR
+    finally:
+        assert runner.stop() == 0
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "a6fast stats: no runner's stats at unix:%s: it answered nothing within 0.5 s (is it "
+        "the runner's --listen socket? `a6fast stats` reads the one given to --stats)"
+        % runner.path]
+
+
 def test_without_stats_there_is_no_stats_socket(tmp_path):
     runner = RunnerProcess(tmp_path, "--workers", "1")
     try:
