@@ -10,6 +10,7 @@ import signal
 import time
 
 from .handoff import Dispatcher, HandoffListener
+from .stats import RunnerCounts
 
 log = logging.getLogger("a6fast.server")
 
@@ -26,6 +27,9 @@ class Supervisor:
         self.lanes = lanes  # conf token lanes: a worker's slot is its lane
         self.shared = shared
         self.stats = stats  # the --stats socket: answered here from the workers' snapshots
+        # workers restarted and reloads (a reload adds 1 to counts.reloads): in the stats and
+        # metrics
+        self.counts = stats.counts if stats is not None else RunnerCounts()
         self.workers = {}  # pid -> slot
         self.stopping = False
         self._restarts = []
@@ -94,7 +98,8 @@ class Supervisor:
         readers = [self._wake_r, self.sock.fileno()]
         if self.stats is not None:
             self.stats.use_worker_files()
-            readers.append(self.stats.fileno())
+            if self.stats.sock is not None:
+                readers.append(self.stats.fileno())
         while not flags["stop"]:
             # While connections accepted earlier wait for a worker to take them, the listener is
             # left alone (new ones wait in its backlog) and the hand-over is tried every 5 ms.
@@ -136,6 +141,7 @@ class Supervisor:
                 continue
             if restart:
                 log.error("worker %d exited (%s); starting another", pid, _describe(status))
+                self.counts.restarts += 1
                 self._throttle()
                 self.spawn(slot)
 
