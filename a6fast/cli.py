@@ -121,11 +121,15 @@ def main():
                    "Default: /var/lib/a6fast/tokens (root) or ~/.local/state/a6fast/tokens.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (such as "
+                   "127.0.0.1:9464; IPv6 in brackets). Needs a6fast[metrics].")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               help="text, or json: one object a line (time, level, logger, pid, message; "
                    "plugin, call_id, err and traceback for a plugin's failure).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_timeout, conf_expire,
-          max_confs, socket_mode, socket_group, state_file, stats_address, log_format):
+          max_confs, socket_mode, socket_group, state_file, stats_address, log_format,
+          metrics_address):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
     from .server import (ListenError, ServeOptions, StateError, default_workers,
                          serve as run_server)
@@ -136,6 +140,8 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
             conf_expire = positive_number_from_env("APISIX_CONF_EXPIRE_TIME", 3600.0)
     except ConfigError as exc:
         fail("serve", str(exc))
+    if metrics_address is not None:
+        _check_metrics_option(metrics_address)
     setup_logging(log_level or from_file.get("log_level") or "info", log_format)
     listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
     try:
@@ -151,7 +157,8 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
     options = ServeOptions(listen=listen, plugin_dirs=list(plugin_dirs), workers=workers,
                            conf_expire=conf_expire, max_confs=max_confs,
                            call_timeout=call_timeout, socket_mode=mode, socket_group=group,
-                           state_file=state_file, threads=threads, stats=stats_address)
+                           state_file=state_file, threads=threads, stats=stats_address,
+                           metrics=metrics_address)
     try:
         status = run_server(options)
     except StateError as exc:
@@ -165,6 +172,18 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _check_metrics_option(address):
+    from .server.metrics import missing_client, parse_metrics_address
+
+    try:
+        parse_metrics_address(address)
+    except ValueError as exc:
+        fail("serve", "--metrics %s" % exc)
+    problem = missing_client()
+    if problem is not None:
+        fail("serve", problem)
 
 
 @main.command()

@@ -50,6 +50,7 @@ class ServeOptions:
     state_file: Optional[str] = None  # default: tokens.default_state_dir()
     threads: int = 32
     stats: Optional[str] = None  # unix:PATH of the live counters socket (a6fast stats)
+    metrics: Optional[str] = None  # HOST:PORT of the Prometheus /metrics endpoint
 
 
 def _raise_fd_limit():
@@ -91,20 +92,28 @@ def serve(options, registry=None):
         lanes.close()
         raise
     identity = socket_identity(path)
-    stats = None
-    if options.stats:
+    stats = metrics = None
+    if options.stats or options.metrics:
+        # the snapshots behind both: a socket for the one, a thread reading them for the other
         from .stats import StatsEndpoint
 
         try:
             stats = StatsEndpoint.open(options.stats, options.socket_mode, options.socket_group,
                                        options.workers)
+            if options.metrics:
+                from .metrics import MetricsServer
+
+                metrics = MetricsServer.start(options.metrics, stats.snapshot)
         except ListenError:
+            if stats is not None:
+                stats.close()
             sock.close()
             remove_socket(path, identity)
             lanes.close()
             raise
-        log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
-                 stats.path)
+        if options.stats:
+            log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
+                     stats.path)
     if options.workers <= 1:
         if registry is None:
             registry = load_plugins(options)
@@ -115,6 +124,8 @@ def serve(options, registry=None):
         finally:
             remove_socket(path, identity)
             lanes.close()
+            if metrics is not None:
+                metrics.close()
             if stats is not None:
                 stats.close()
     from .supervisor import Supervisor, check_plugins_apart
@@ -128,6 +139,8 @@ def serve(options, registry=None):
         remove_socket(path, identity)
         shared.remove()
         lanes.close()
+        if metrics is not None:
+            metrics.close()
         if stats is not None:
             stats.close()
 
