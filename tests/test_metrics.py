@@ -248,6 +248,26 @@ def test_a_client_that_sends_nothing_holds_up_no_scrape_and_is_cut(tmp_path):
         assert runner.stop() == 0, runner.log()
 
 
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_metrics_on_ipv6_loopback(tmp_path):
+    runner = RunnerProcess(tmp_path, "--workers", "1", "--metrics", "[::1]:0")
+    try:
+        url = re.search(r"Prometheus metrics on (http://\S+)", runner.log()).group(1)
+        assert url.startswith("http://[::1]:")
+        assert value(scrape(url), "a6fast_workers") == 1
+    finally:
+        assert runner.stop() == 0, runner.log()
+
+
 def test_metrics_and_stats_together_read_the_same_counts(tmp_path):
     from a6fast.server.stats import read_snapshot
 

@@ -350,6 +350,17 @@ def _plain(start_response, status, text):
     return [body]
 
 
+class _DebugLog:
+    """A stream whose lines go to the log at debug level (never raw onto stderr)."""
+
+    def write(self, text):
+        if text.strip():
+            log.debug("metrics: %s", text.rstrip())
+
+    def flush(self):
+        pass
+
+
 def _make_server(host, port, app):
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -361,6 +372,9 @@ def _make_server(host, port, app):
 
         def log_message(self, format, *args):
             pass  # no line per scrape
+
+        def get_stderr(self):
+            return _DebugLog()  # wsgiref writes a failed answer's traceback here
 
     class Server(WSGIServer):
         address_family = family
