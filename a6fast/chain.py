@@ -4,17 +4,34 @@ Hooks and how each runs were resolved when the plugins were loaded; the conf was
 prepare time.  A phase whose hooks are all inline runs as a plain loop (no coroutine, no task,
 no thread); otherwise a coroutine drives it and the answer may come back as a Future.
 """
+import ast
+
 from .codec import encode_http_resp_call_resp, encode_no_action
 from .futures import run, run_blocking
 from .http import Request, Response
 from .plugin import ASYNC, INLINE
 
-__all__ = ["Chain"]
+__all__ = ["Chain", "blamed_plugin"]
+
+_BLAME = "a6fast: raised by plugin "
 
 
 def _blame(exc, name):
     # Free on success (zero-cost try in 3.11); on failure the server's log says which plugin.
-    exc.add_note("a6fast: raised by plugin %r" % name)
+    exc.add_note(_BLAME + repr(name))
+
+
+def blamed_plugin(exc):
+    """The name of the plugin whose hook raised ``exc`` (the note ``_blame`` added), or None.
+    The last such note counts: an exception object raised again by another plugin has two."""
+    for note in reversed(getattr(exc, "__notes__", None) or ()):
+        if isinstance(note, str) and note.startswith(_BLAME):
+            try:
+                name = ast.literal_eval(note[len(_BLAME):])
+            except (ValueError, SyntaxError):
+                return None
+            return name if isinstance(name, str) else None
+    return None
 
 
 def _blame_answer(exc, steps):

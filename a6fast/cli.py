@@ -6,15 +6,15 @@ import sys
 import click
 
 from . import __version__
+from .logs import FORMATS as LOG_FORMATS, TEXT_FORMAT as LOG_FORMAT, configure as configure_logging
 from .server.tokens import MAX_WORKERS
 
-LOG_FORMAT = "%(asctime)s %(levelname)s a6fast[%(process)d] %(name)s: %(message)s"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def setup_logging(level):
-    logging.basicConfig(level=_LEVELS[level.lower()], format=LOG_FORMAT, stream=sys.stderr, force=True)
+def setup_logging(level, log_format="text"):
+    configure_logging(_LEVELS[level.lower()], log_format, sys.stderr)
 
 
 class ConfigError(Exception):
@@ -121,11 +121,18 @@ def main():
                    "Default: /var/lib/a6fast/tokens (root) or ~/.local/state/a6fast/tokens.")
 @click.option("--stats", "stats_address", metavar="unix:PATH", default=None,
               help="Serve live counters on this socket (read them with `a6fast stats`).")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (such as "
+                   "127.0.0.1:9464; IPv6 in brackets). Needs a6fast[metrics].")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="text, or json: one object a line (time, level, logger, pid, message; "
+                   "plugin, call_id, err and traceback for a plugin's failure).")
 @click.option("--reload", "reload_on_change", is_flag=True,
               help="Reload the plugins when a file of a --plugins directory changes "
                    "(for development; SIGHUP reloads in any case).")
 def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_timeout, conf_expire,
-          max_confs, socket_mode, socket_group, state_file, stats_address, reload_on_change):
+          max_confs, socket_mode, socket_group, state_file, stats_address, log_format,
+          metrics_address, reload_on_change):
     """Serve APISIX ext-plugin calls on a unix socket until SIGTERM/SIGINT."""
     from .server import (ListenError, PluginsFailed, ServeOptions, StateError, default_workers,
                          serve as run_server)
@@ -136,7 +143,9 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
             conf_expire = positive_number_from_env("APISIX_CONF_EXPIRE_TIME", 3600.0)
     except ConfigError as exc:
         fail("serve", str(exc))
-    setup_logging(log_level or from_file.get("log_level") or "info")
+    if metrics_address is not None:
+        _check_metrics_option(metrics_address)
+    setup_logging(log_level or from_file.get("log_level") or "info", log_format)
     listen = listen or from_file.get("listen") or os.environ.get("APISIX_LISTEN_ADDRESS")
     if not listen:
         fail("serve", "no socket to listen on: pass --listen unix:/path.sock (APISIX sets "
@@ -160,7 +169,7 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
                            conf_expire=conf_expire, max_confs=max_confs,
                            call_timeout=call_timeout, socket_mode=mode, socket_group=group,
                            state_file=state_file, threads=threads, stats=stats_address,
-                           reload_on_change=reload_on_change)
+                           metrics=metrics_address, reload_on_change=reload_on_change)
     try:
         status = run_server(options)
     except PluginsFailed as exc:
@@ -180,6 +189,18 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _check_metrics_option(address):
+    from .server.metrics import missing_client, parse_metrics_address
+
+    try:
+        parse_metrics_address(address)
+    except ValueError as exc:
+        fail("serve", "--metrics %s" % exc)
+    problem = missing_client()
+    if problem is not None:
+        fail("serve", problem)
 
 
 @main.command()
@@ -219,14 +240,36 @@ def stats(listen, as_json, timeout):
 
     from .server.stats import format_snapshot, read_snapshot
 
+    from .server.listener import ListenError
+
     try:
         snapshot = read_snapshot(listen, timeout)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException("cannot read stats from %s: %s" % (listen, exc)) from None
+        if not isinstance(snapshot, dict) or "calls" not in snapshot:
+            raise ValueError("not a snapshot")
+    except (OSError, ValueError, ListenError) as exc:
+        click.echo("a6fast stats: no runner's stats at %s: %s" % (listen, _why_no_stats(
+            exc, listen, timeout)), err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(snapshot, sort_keys=True))
     else:
         click.echo(format_snapshot(snapshot))
+
+
+def _why_no_stats(exc, address, timeout):
+    """What a failed read of a --stats socket means, in words (one line)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket (start the runner with --stats %s)" % address
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing accepts connections there (the runner has stopped, or it is not a socket)"
+    if isinstance(exc, PermissionError):
+        return "permission denied (run as the runner's user or a member of its --socket-group)"
+    if isinstance(exc, TimeoutError):
+        return ("it answered nothing within %g s (is it the runner's --listen socket? "
+                "`a6fast stats` reads the one given to --stats)" % timeout)
+    if isinstance(exc, ValueError):
+        return "it answered something else than a6fast's live counters"
+    return str(exc)
 
 
 def _add_lazy_commands():

@@ -88,4 +88,24 @@ def test_check_of_a_missing_directory_fails(tmp_path):
 def test_stats_without_a_runner_says_so(tmp_path):
     out = run_cli("stats", "--listen", "unix:%s" % (tmp_path / "none.sock"), "--timeout", "1")
     assert out.returncode == 1
-    assert "cannot read stats" in out.stderr
+    assert out.stdout == ""
+    assert out.stderr.splitlines() == [
+        "a6fast stats: no runner's stats at unix:%s: no such socket (start the runner with "
+        "--stats unix:%s)" % (tmp_path / "none.sock", tmp_path / "none.sock")]
+
+
+def test_stats_at_a_wrong_path_says_no_runner_is_there():
+    out = run_cli("stats", "--listen", "unix:/wrong/path")
+    assert out.returncode == 1
+    assert len(out.stderr.splitlines()) == 1
+    assert out.stderr.startswith("a6fast stats: no runner's stats at unix:/wrong/path: ")
+
+
+def test_stats_at_a_file_that_is_not_a_socket_says_so(tmp_path):
+    path = tmp_path / "plain-file"
+    path.write_text("")
+    out = run_cli("stats", "--listen", "unix:%s" % path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "a6fast stats: no runner's stats at unix:%s: nothing accepts connections there (the "
+        "runner has stopped, or it is not a socket)" % path]

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import a6fast
 from a6fast import compat, futures, gateway
+from a6fast.chain import _blame, blamed_plugin
 from a6fast.errors import ConfError, UnknownPlugin
 from a6fast.futures import Future
 from a6fast.protocol import (ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY,
@@ -548,6 +549,16 @@ def test_a_failing_plugin_fails_the_call_and_names_the_plugin(codec, ctx, kind):
     with pytest.raises(LookupError, match=kind) as info:
         ctx.loop.settle(chain.call_request(http_req(codec), ctx))
     assert any("'boom'" in note for note in info.value.__notes__)
+    assert blamed_plugin(info.value) == "boom"
+
+
+def test_blamed_plugin_is_the_last_plugin_that_raised_it():
+    exc = RuntimeError("reused")
+    assert blamed_plugin(exc) is None
+    exc.add_note("some other note")
+    _blame(exc, "first")
+    _blame(exc, "it's \"second\"")
+    assert blamed_plugin(exc) == "it's \"second\""
 
 
 def test_a_failing_response_plugin_fails_the_call(codec, ctx):

@@ -61,6 +61,32 @@ def test_merge_sums_workers_and_keeps_the_gone_ones_in_the_totals():
     assert "HTTPReqCall 22" in text and "gone" in text
 
 
+def test_a_timed_call_counts_in_its_bucket_and_in_the_sum():
+    from a6fast.server.stats import clock_ns
+
+    class _Runner:  # what snapshot() reads of a runner
+        confs = {}
+        stats_calls = 3
+
+        class loop:
+            threads_overdue = staticmethod(lambda: 0)
+
+    stats = WorkerStats()
+    before = clock_ns()
+    stats.observe(RPC_HTTP_REQ_CALL, before - 5000)
+    stats.observe(RPC_HTTP_REQ_CALL, before - 3_000_000)
+    stats.observe(RPC_HTTP_RESP_CALL, before - 1000)
+    took = clock_ns() - before
+    snap = stats.snapshot(_Runner())
+    req = snap["histogram_ns"]["HTTPReqCall"]
+    assert len(req) == BUCKETS and sum(req) == 2
+    assert sum(req[(5000).bit_length():]) == 2  # none below 4096 ns
+    assert 3_005_000 <= snap["histogram_sum_ns"]["HTTPReqCall"] <= 3_005_000 + 2 * took
+    assert 1000 <= snap["histogram_sum_ns"]["HTTPRespCall"] <= 1000 + took
+    total = merge([snap, snap])
+    assert total["histogram_sum_ns"]["HTTPReqCall"] == 2 * snap["histogram_sum_ns"]["HTTPReqCall"]
+
+
 def test_a_prepare_conf_err_answer_counts_as_an_error():
     from a6fast import codec
     from a6fast.protocol import BAD_REQUEST
@@ -190,6 +216,24 @@ def test_stats_command_prints_a_table_and_json(tmp_path):
     assert "HTTPReqCall 5" in table.stdout and "CONF_TOKEN_NOT_FOUND 1" in table.stdout
     assert "stop" in table.stdout and "p99" in table.stdout
     assert json.loads(raw.stdout)["calls"]["HTTPReqCall"] == 5
+
+
+def test_stats_pointed_at_the_gateway_socket_says_it_is_not_the_stats_socket(tmp_path):
+    runner = RunnerProcess(tmp_path, "--workers", "1")
+    env = dict(os.environ, PYTHONPATH=A6FAST_ROOT)
+    try:
+        out = subprocess.run([sys.executable, "-m", "a6fast", "stats", "--listen",
+                              "unix:" + runner.path, "--timeout", "0.5"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        with runner.gateway() as gw:  # the runner goes on serving
+            assert gw.call(123456789)[0] == RPC_ERR
+    finally:
+        assert runner.stop() == 0
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "a6fast stats: no runner's stats at unix:%s: it answered nothing within 0.5 s (is it "
+        "the runner's --listen socket? `a6fast stats` reads the one given to --stats)"
+        % runner.path]
 
 
 def test_without_stats_there_is_no_stats_socket(tmp_path):

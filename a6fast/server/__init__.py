@@ -54,6 +54,7 @@ class ServeOptions:
     state_file: Optional[str] = None  # default: tokens.default_state_dir()
     threads: int = 32
     stats: Optional[str] = None  # unix:PATH of the live counters socket (a6fast stats)
+    metrics: Optional[str] = None  # HOST:PORT of the Prometheus /metrics endpoint
     reload_on_change: bool = False  # --reload: reload when a plugin file changes
 
 
@@ -131,20 +132,28 @@ def serve(options, registry=None):
         lanes.close()
         raise
     identity = socket_identity(path)
-    stats = None
-    if options.stats:
+    stats = metrics = None
+    if options.stats or options.metrics:
+        # the snapshots behind both: a socket for the one, a thread reading them for the other
         from .stats import StatsEndpoint
 
         try:
             stats = StatsEndpoint.open(options.stats, options.socket_mode, options.socket_group,
                                        options.workers)
+            if options.metrics:
+                from .metrics import MetricsServer
+
+                metrics = MetricsServer.start(options.metrics, stats.snapshot)
         except ListenError:
+            if stats is not None:
+                stats.close()
             sock.close()
             remove_socket(path, identity)
             lanes.close()
             raise
-        log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
-                 stats.path)
+        if options.stats:
+            log.info("live counters on unix:%s (a6fast stats --listen unix:%s)", stats.path,
+                     stats.path)
     _log_listening(path, options, codec, names)
     if options.workers <= 1:
         try:
@@ -153,6 +162,8 @@ def serve(options, registry=None):
         finally:
             remove_socket(path, identity)
             lanes.close()
+            if metrics is not None:
+                metrics.close()
             if stats is not None:
                 stats.close()
     from .supervisor import Supervisor
@@ -164,6 +175,8 @@ def serve(options, registry=None):
         remove_socket(path, identity)
         shared.remove()
         lanes.close()
+        if metrics is not None:
+            metrics.close()
         if stats is not None:
             stats.close()
 
@@ -187,7 +200,7 @@ def _log_listening(path, options, codec, names):
                     "--socket-group", stat.S_IMODE(st.st_mode))
 
 
-def _reload_in_place(options, runner):
+def _reload_in_place(options, runner, stats):
     """One worker, no supervisor: the new plugin code is loaded here and checked; if it loads,
     it serves every conf prepared from now on, and the confs prepared before are dropped (the
     gateway, told CONF_TOKEN_NOT_FOUND, prepares them again with the new code)."""
@@ -198,6 +211,8 @@ def _reload_in_place(options, runner):
         log.error("reload refused: the running plugins keep serving")
         return False
     runner.reload(registry)
+    if stats is not None:
+        stats.counts.reloads += 1
     log.info("reloaded (plugins: %s)", ", ".join(registry.names()) or "none")
     return True
 
@@ -229,7 +244,7 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None
     retired = []
     if shared is None:
         # one worker, no supervisor: a reload happens here
-        loop.on_signal(signal.SIGHUP, lambda: _reload_in_place(options, runner))
+        loop.on_signal(signal.SIGHUP, lambda: _reload_in_place(options, runner, stats))
         if options.reload_on_change:
             from .supervisor import PluginWatch
 
@@ -237,7 +252,7 @@ def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None
 
             def poll():
                 if watch.changed():
-                    _reload_in_place(options, runner)
+                    _reload_in_place(options, runner, stats)
                 loop.call_later(1.0, poll)
             loop.call_later(1.0, poll)
     else:

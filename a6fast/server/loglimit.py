@@ -31,7 +31,7 @@ class LogLimiter:
         self._flush_pending = False
         self.suppressed_total = 0
 
-    def log(self, level, msg, *args, exc_info=None):
+    def log(self, level, msg, *args, exc_info=None, extra=None):
         now = self.clock()
         if now >= self._window_end:
             self.flush()
@@ -39,7 +39,7 @@ class LogLimiter:
             self._count = 0
         if self._count < self.burst:
             self._count += 1
-            self.logger.log(level, msg, *args, exc_info=exc_info)
+            self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
             return
         self._suppressed += 1
         self.suppressed_total += 1
@@ -47,11 +47,11 @@ class LogLimiter:
             self._flush_pending = True
             self.schedule(max(0.0, self._window_end - now), self._scheduled_flush)
 
-    def warning(self, msg, *args):
-        self.log(logging.WARNING, msg, *args)
+    def warning(self, msg, *args, extra=None):
+        self.log(logging.WARNING, msg, *args, extra=extra)
 
-    def error(self, msg, *args, exc_info=None):
-        self.log(logging.ERROR, msg, *args, exc_info=exc_info)
+    def error(self, msg, *args, exc_info=None, extra=None):
+        self.log(logging.ERROR, msg, *args, exc_info=exc_info, extra=extra)
 
     def _scheduled_flush(self):
         self._flush_pending = False

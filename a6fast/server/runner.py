@@ -9,6 +9,7 @@ import logging
 import os
 
 from .. import codec
+from ..chain import blamed_plugin
 from ..errors import ConfError, DecodeError, EncodeError, UnknownPlugin
 from ..futures import CancelledError, Future, wait_from_thread
 from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_BODY,
@@ -325,7 +326,8 @@ class Connection:
             return
         self.runner.plugin_log.error(
             "%s id=%d: plugins did not answer within %.1fs; answering SERVICE_UNAVAILABLE",
-            RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout)
+            RPC_NAMES[call.rpc_type], call.id, self.runner.call_timeout,
+            extra={"call_id": call.id, "err": "SERVICE_UNAVAILABLE"})
         self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
         self.abandon(call)
         self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
@@ -364,9 +366,12 @@ class Connection:
         else:
             self.runner.stats_errors += 1
             self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
-            self.runner.plugin_log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE",
-                                         name, call_id,
-                                         exc_info=(type(exc), exc, exc.__traceback__))
+            plugin = blamed_plugin(exc)
+            self.runner.plugin_log.error(
+                "%s id=%d: %s failed; answering SERVICE_UNAVAILABLE", name, call_id,
+                "the plugins" if plugin is None else "plugin %r" % (plugin,),
+                exc_info=(type(exc), exc, exc.__traceback__),
+                extra={"plugin": plugin, "call_id": call_id, "err": "SERVICE_UNAVAILABLE"})
             self.send(_ERR_FRAMES[SERVICE_UNAVAILABLE])
 
     def on_extra_info(self, payload):

@@ -8,7 +8,7 @@ anyway:
   ``ConfStore.get``, where the conf is already in hand), summed over the plugins of its chain;
 - latency: the first call and every ``SAMPLE_EVERY``-th after it is timed (``perf_counter_ns``,
   from the start of the plugins' run to the answer) into a fixed histogram of power-of-two
-  nanosecond buckets, one per phase;
+  nanosecond buckets, one per phase, with the sum of the timed durations;
 - PrepareConf, ExtraInfo asked and Err answers by code, on paths that are not hot.
 
 ``a6fast serve --stats unix:PATH`` serves a JSON snapshot on a second unix socket: whoever
@@ -16,6 +16,10 @@ connects gets it and the connection is closed (nothing is read from the client).
 that process answers from its live counters; with several, each worker writes its snapshot to a
 small file in a private directory every second (and when it stops) and the supervisor answers with
 their sum, so totals lag by at most a second and survive a worker's restart.
+
+The same snapshots feed ``--metrics`` (metrics.py), read from its HTTP thread by ``snapshot()``.
+Counts of the runner as a whole (workers restarted, reloads) are kept in ``RunnerCounts`` by the
+process that starts the workers.
 """
 import json
 import logging
@@ -23,13 +27,14 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ..protocol import ERR_NAMES, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_NAMES
 
-__all__ = ["WorkerStats", "StatsEndpoint", "merge", "percentiles", "clock_ns", "SAMPLE_EVERY",
-           "read_snapshot", "format_snapshot"]
+__all__ = ["WorkerStats", "RunnerCounts", "StatsEndpoint", "LoopBusy", "merge", "percentiles",
+           "clock_ns", "SAMPLE_EVERY", "read_snapshot", "format_snapshot"]
 
 log = logging.getLogger("a6fast.server")
 
@@ -37,8 +42,10 @@ clock_ns = time.perf_counter_ns
 # The runner samples with ``stats_calls & 7 == 1`` (a literal there: a global costs more).
 SAMPLE_EVERY = 8
 # Bucket b holds durations d (ns) with d.bit_length() == b: 2**(b-1) <= d < 2**b.
-BUCKETS = 64
+BUCKETS = 64  # (WorkerStats.observe has it as a literal)
 PUBLISH_SECONDS = 1.0
+# How long a snapshot taken for another thread may wait for the one worker's loop.
+LOOP_ANSWER_SECONDS = 3.0
 PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999))
 _PHASES = (RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL)
 
@@ -50,7 +57,8 @@ class WorkerStats:
     __slots__ = ("hist", "resp_calls", "prepare_conf", "extra_info", "errors", "started")
 
     def __init__(self):
-        self.hist = {phase: [0] * BUCKETS for phase in _PHASES}
+        # per phase: BUCKETS counts, then the sum (ns) of the timed durations at index BUCKETS
+        self.hist = {phase: [0] * (BUCKETS + 1) for phase in _PHASES}
         self.resp_calls = 0
         self.prepare_conf = 0
         self.extra_info = 0
@@ -61,7 +69,11 @@ class WorkerStats:
         """A timed call (started at ``started`` ns) was answered."""
         hist = self.hist.get(rpc_type)
         if hist is not None:
-            hist[min(BUCKETS - 1, (clock_ns() - started).bit_length())] += 1
+            took = clock_ns() - started
+            # literals for BUCKETS - 1 and BUCKETS: a global costs more (cachegrind: the sum kept
+            # in a dict of its own cost 800 instructions per timed call, here 340)
+            hist[min(63, took.bit_length())] += 1
+            hist[64] += took
 
     def prepared(self, answer: bytes) -> None:
         """A PrepareConf was answered with ``answer`` (a token or an Err frame)."""
@@ -87,8 +99,24 @@ class WorkerStats:
                       "ExtraInfo": self.extra_info},
             "errors": {ERR_NAMES[code]: n for code, n in enumerate(self.errors)},
             "plugins": plugin_calls(confs),
-            "histogram_ns": {RPC_NAMES[phase]: list(self.hist[phase]) for phase in _PHASES},
+            "histogram_ns": {RPC_NAMES[phase]: self.hist[phase][:BUCKETS] for phase in _PHASES},
+            "histogram_sum_ns": {RPC_NAMES[phase]: self.hist[phase][BUCKETS]
+                                 for phase in _PHASES},
         }
+
+
+class RunnerCounts:
+    """Counts of the runner as a whole, kept by the process that starts the workers (the
+    supervisor, or the one worker): plain ints written on its main thread, read by snapshots.
+
+    ``restarts``: workers started again after one died.  ``reloads``: plugin reloads done; the
+    reload code adds 1 for each (``supervisor.counts.reloads += 1``)."""
+
+    __slots__ = ("restarts", "reloads")
+
+    def __init__(self):
+        self.restarts = 0
+        self.reloads = 0
 
 
 def plugin_calls(confs) -> Dict[str, int]:
@@ -149,7 +177,8 @@ def _add(into: Dict[str, Any], other: Dict[str, Any]) -> None:
 
 
 def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda pid: True,
-          started: Optional[float] = None) -> Dict[str, Any]:
+          started: Optional[float] = None,
+          counts: Optional[RunnerCounts] = None) -> Dict[str, Any]:
     """One snapshot of the whole runner from its workers' snapshots.  A worker that is gone
     still counts in the totals; only live workers count for ``confs``."""
     now = time.time()
@@ -158,6 +187,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
     errors: Dict[str, int] = {name: 0 for name in ERR_NAMES.values()}
     plugins: Dict[str, int] = {}
     hists = {RPC_NAMES[phase]: [0] * BUCKETS for phase in _PHASES}
+    sums = {RPC_NAMES[phase]: 0 for phase in _PHASES}
     per_worker = []
     confs = 0
     overdue = 0
@@ -170,6 +200,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
             into = hists.setdefault(phase, [0] * BUCKETS)
             for bucket, n in enumerate(hist[:BUCKETS]):
                 into[bucket] += n
+        _add(sums, snap.get("histogram_sum_ns", {}))
         if live:
             confs = max(confs, snap["confs"])
             overdue += snap.get("threads_overdue", 0)
@@ -182,6 +213,8 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
         "time": now,
         "uptime_s": round(now - started, 3),
         "workers": sum(1 for w in per_worker if w["alive"]),
+        "restarts": counts.restarts if counts is not None else 0,
+        "reloads": counts.reloads if counts is not None else 0,
         "confs": confs,
         "threads_overdue": overdue,
         "calls": calls,
@@ -190,6 +223,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
         "latency_us": {phase: percentiles(hist) for phase, hist in hists.items()},
         "latency_sampling": "the first call, then 1 in %d" % SAMPLE_EVERY,
         "histogram_ns": hists,
+        "histogram_sum_ns": sums,
         "per_worker": sorted(per_worker, key=lambda w: (not w["alive"], w["pid"])),
     }
 
@@ -207,30 +241,43 @@ def _pid_alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Serving snapshots
 
+class LoopBusy(Exception):
+    """The one worker's loop did not take a snapshot in time (a hook blocking it)."""
+
+
 class StatsEndpoint:
-    """The ``--stats`` socket and, with several workers, the directory of their snapshots.
+    """The runner's snapshots: the ``--stats`` socket (if any) and, with several workers, the
+    directory of their snapshot files.
 
     ``attach_worker`` is called in each worker once its runner exists; ``serve`` answers every
     pending connection (the serving process's loop or select calls it when the socket is
-    readable).
+    readable); ``snapshot`` gives the merged snapshot to any thread (the metrics server's).
     """
 
-    def __init__(self, sock: socket.socket, path: str, directory: Optional[str]):
+    def __init__(self, sock: Optional[socket.socket], path: Optional[str],
+                 directory: Optional[str]):
         from .listener import socket_identity
 
         self.sock = sock
         self.path = path
-        self.identity = socket_identity(path)
+        self.identity = socket_identity(path) if path is not None else None
         self.dir = directory
         self.started = time.time()
+        self.counts = RunnerCounts()
         self._snapshot: Optional[Callable[[], Dict[str, Any]]] = None
         self._publish = None  # (runner, loop) of a worker writing files
+        self._loop = None  # the one worker's loop, while it runs
+        self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, address: str, mode: int, group=None, workers: int = 1) -> "StatsEndpoint":
+    def open(cls, address: Optional[str], mode: int, group=None,
+             workers: int = 1) -> "StatsEndpoint":
+        """``address``: the ``--stats`` socket, or None for snapshots without one (--metrics)."""
         from .listener import bind_unix, parse_listen_address
 
-        sock, path = bind_unix(parse_listen_address(address), mode, group, backlog=16)
+        sock = path = None
+        if address is not None:
+            sock, path = bind_unix(parse_listen_address(address), mode, group, backlog=16)
         directory = None
         if workers > 1:
             base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
@@ -238,17 +285,23 @@ class StatsEndpoint:
         return cls(sock, path, directory)
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        """The socket's fd; -1 (never ready) without one."""
+        return self.sock.fileno() if self.sock is not None else -1
 
     # in a worker -----------------------------------------------------------------------------
     def attach_worker(self, runner, loop, serving: bool) -> None:
         """``serving``: this worker is the only one and answers the socket from its loop;
         otherwise it publishes its snapshot to the directory every second."""
         if serving:
-            self._snapshot = lambda: merge([runner.stats.snapshot(runner)], started=self.started)
-            loop.add_reader(self.sock.fileno(), lambda events: self.serve())
+            self._snapshot = lambda: merge([runner.stats.snapshot(runner)], started=self.started,
+                                           counts=self.counts)
+            if self.sock is not None:
+                loop.add_reader(self.sock.fileno(), lambda events: self.serve())
+            with self._lock:
+                self._loop = loop
             return
-        self.sock.close()  # the supervisor's; this process never answers it
+        if self.sock is not None:
+            self.sock.close()  # the supervisor's; this process never answers it
         self._publish = (runner, loop)
         self._write(runner)
 
@@ -259,6 +312,8 @@ class StatsEndpoint:
 
     def detach_worker(self) -> None:
         """The worker stops: its last snapshot is written (its counts stay in the totals)."""
+        with self._lock:
+            self._loop = None  # no thread may wake a loop about to be closed
         if self._publish is not None:
             self._write(self._publish[0])
             self._publish = None
@@ -292,7 +347,7 @@ class StatsEndpoint:
                     snaps.append(json.load(f))
             except (OSError, ValueError):
                 continue  # replaced or half-written this instant: next time
-        return merge(snaps, alive=_pid_alive, started=self.started)
+        return merge(snaps, alive=_pid_alive, started=self.started, counts=self.counts)
 
     # serving ---------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -318,18 +373,53 @@ class StatsEndpoint:
                 conn.close()
 
     def snapshot_bytes(self) -> bytes:
-        snap = self._snapshot() if self._snapshot is not None else merge([], started=self.started)
-        return (json.dumps(snap, sort_keys=True) + "\n").encode()
+        return (json.dumps(self._take(), sort_keys=True) + "\n").encode()
+
+    def _take(self) -> Dict[str, Any]:
+        take = self._snapshot
+        if take is None:
+            return merge([], started=self.started, counts=self.counts)
+        return take()
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The merged snapshot, from any thread.  The one worker's live counters change on its
+        loop without locks, so they are read there (within ``LOOP_ANSWER_SECONDS``, else
+        LoopBusy); the workers' files are read by the calling thread."""
+        with self._lock:
+            loop = self._loop
+            if loop is None or loop.in_loop_thread():
+                loop = None
+            else:
+                done = threading.Event()
+                box: Dict[str, Any] = {}
+
+                def take():
+                    try:
+                        box["snapshot"] = self._take()
+                    except BaseException as exc:  # noqa: B902  raised in the asking thread
+                        box["error"] = exc
+                    finally:
+                        done.set()
+                loop.call_soon_threadsafe(take)
+        if loop is None:
+            return self._take()
+        if not done.wait(LOOP_ANSWER_SECONDS):
+            raise LoopBusy("the worker's loop took no snapshot within %g s"
+                           % LOOP_ANSWER_SECONDS)
+        if "error" in box:
+            raise box["error"]
+        return box["snapshot"]
 
     def close(self) -> None:
         """Close and remove the socket (if it is still ours) and the snapshot directory."""
         from .listener import remove_socket
 
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        remove_socket(self.path, self.identity)
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            remove_socket(self.path, self.identity)
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -364,6 +454,9 @@ def format_snapshot(snap: Dict[str, Any]) -> str:
     """A snapshot as a few small tables for a terminal."""
     lines = ["a6fast: %d worker(s), up %.1f s, %d conf(s) stored"
              % (snap["workers"], snap["uptime_s"], snap["confs"])]
+    if snap.get("restarts") or snap.get("reloads"):
+        lines.append("runner   %d worker restart(s), %d reload(s)"
+                     % (snap.get("restarts", 0), snap.get("reloads", 0)))
     calls = snap["calls"]
     lines.append("calls    PrepareConf %d  HTTPReqCall %d  HTTPRespCall %d  ExtraInfo asked %d"
                  % (calls["PrepareConf"], calls["HTTPReqCall"], calls["HTTPRespCall"],

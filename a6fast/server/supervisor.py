@@ -11,6 +11,7 @@ import signal
 import time
 
 from .handoff import Dispatcher, HandoffListener
+from .stats import RunnerCounts
 from .tokens import LANES
 
 log = logging.getLogger("a6fast.server")
@@ -28,12 +29,12 @@ class Supervisor:
         self.lanes = lanes  # conf token lanes: a worker's slot is its lane
         self.shared = shared
         self.stats = stats  # the --stats socket: answered here from the workers' snapshots
+        # workers restarted and reloads done: in the stats and metrics
+        self.counts = stats.counts if stats is not None else RunnerCounts()
         self.workers = {}  # pid -> slot (a slot is also the worker's conf token lane)
         self.retiring = {}  # pid -> slot of the workers of an earlier generation, leaving
         self._restarts = []
         self.dispatcher = Dispatcher()
-        self.restarts = 0  # workers that died and were replaced
-        self.reloads = 0  # reloads done (SIGHUP, or --reload seeing a change)
         self.reload_failures = 0  # reloads refused because the new plugin code did not load
 
     def spawn(self, slot):
@@ -104,6 +105,7 @@ class Supervisor:
             self.spawn(slot)
         if self.stats is not None:
             self.stats.use_worker_files()
+        stats_sock = self.stats.fileno() if self.stats is not None and self.stats.sock else None
         watch = PluginWatch(self.options.plugin_dirs) if self.options.reload_on_change else None
         next_sweep = time.monotonic() + SWEEP_SECONDS
         self.sock.setblocking(False)
@@ -114,8 +116,8 @@ class Supervisor:
             readers = [self._wake_r] + self.dispatcher.retired_fds()
             if not full:
                 readers.append(self.sock.fileno())
-            if self.stats is not None:
-                readers.append(self.stats.fileno())
+            if stats_sock is not None:
+                readers.append(stats_sock)
             try:
                 ready, _, _ = select.select(readers, [], [], 0.005 if full else RESERVE_SECONDS)
             except InterruptedError:
@@ -123,7 +125,7 @@ class Supervisor:
             self.dispatcher.collect_retired()  # connections given back by leaving workers
             if self.sock.fileno() in ready:
                 self.dispatcher.accept_and_deal(self.sock)
-            if self.stats is not None and self.stats.fileno() in ready:
+            if stats_sock is not None and stats_sock in ready:
                 self.stats.serve()
             self._drain()
             self.lanes.reserve()
@@ -170,7 +172,7 @@ class Supervisor:
                 os.kill(pid, signal.SIGUSR1)
             except ProcessLookupError:
                 pass
-        self.reloads += 1
+        self.counts.reloads += 1
         log.info("reloaded (plugins: %s): %d new worker(s); %d leaving once their calls are "
                  "done", ", ".join(report["names"]) or "none", self.options.workers, len(old))
 
@@ -200,7 +202,7 @@ class Supervisor:
                 continue
             if restart:
                 log.error("worker %d exited (%s); starting another", pid, _describe(status))
-                self.restarts += 1
+                self.counts.restarts += 1
                 self._throttle()
                 self.spawn(slot)
 
