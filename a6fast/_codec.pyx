@@ -22,7 +22,7 @@ from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicod
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyPlugins
 from .protocol import METHODS
 
 cdef extern from "Python.h":
@@ -136,9 +136,30 @@ cdef object _ubytes(const uint8_t* p, int64_t n, const _Table* t, int slot):
     return PyBytes_FromStringAndSize(<const char*>p + start, length)
 
 
+# Shared offsets: any number of a vector's slots may point at one entry, so each entry is charged
+# what it occupies of its own in a payload where nothing is shared, and a vector may charge at
+# most twice the payload plus 4 KiB (the pure twin's field_entries says why, and how that bounds
+# a whole frame).
+cdef enum:
+    _ENTRY_COST = 8       # its slot and its table's soffset
+    _STRING_COST = 4      # a string's length, on top of its bytes
+
+
+cdef inline int64_t _entries_budget(int64_t n) noexcept nogil:
+    return 2 * n + 4096
+
+
+cdef object _text_at(const uint8_t* p, int64_t start, int64_t length, bint present):
+    if not present:
+        return None
+    return PyUnicode_DecodeUTF8(<const char*>p + start, length, "surrogateescape")
+
+
 cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     """A [TextEntry] as a list of (name, value); absent reads as []."""
-    cdef int64_t count, start, i
+    cdef int64_t count, start, i, name_at, value_at
+    cdef int64_t name_start = 0, name_len = 0, value_start = 0, value_len = 0
+    cdef int64_t budget = _entries_budget(n)
     cdef _Table e
     cdef list out = []
     cdef int64_t at = _field(p, t, slot, 4)
@@ -147,8 +168,30 @@ cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     start = _vector(p, n, at, 4, &count)
     for i in range(count):
         _open_table(p, n, _follow(p, n, start + 4 * i), &e)
-        out.append((_string(p, n, &e, 0), _string(p, n, &e, 1)))
+        name_at = _field(p, &e, 0, 4)
+        value_at = _field(p, &e, 1, 4)
+        budget -= _ENTRY_COST
+        if name_at >= 0:
+            name_start = _vector(p, n, name_at, 1, &name_len)
+            budget -= _STRING_COST + name_len
+        if value_at >= 0:
+            value_start = _vector(p, n, value_at, 1, &value_len)
+            budget -= _STRING_COST + value_len
+        if budget < 0:
+            raise DecodeError("entries at %d share more text than the payload holds" % start)
+        out.append((_text_at(p, name_start, name_len, name_at >= 0),
+                    _text_at(p, value_start, value_len, value_at >= 0)))
     return out
+
+
+cdef int64_t _entry_count(const uint8_t* p, int64_t n, const _Table* t, int slot) except -1:
+    """How many entries the vector field ``slot`` lists (0 when absent), none of them read."""
+    cdef int64_t count
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return 0
+    _vector(p, n, at, 4, &count)
+    return count
 
 
 cdef uint32_t _scalar(const uint8_t* p, const _Table* t, int slot, int width) except? 0xFFFFFFFF:
@@ -323,27 +366,36 @@ def decode_http_resp_call(payload):
 
 @cython.final
 cdef class PrepareConfReq:
-    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``."""
+    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+
+    With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
     cdef readonly list conf
     cdef readonly object key
 
-    def __init__(self, payload):
+    def __init__(self, payload, max_entries=None):
         cdef bytes buf = _snapshot(payload)
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
         cdef int64_t n = PyBytes_GET_SIZE(buf)
+        cdef int64_t count
         cdef _Table t
         _open_root(p, n, &t)
+        key = _string(p, n, &t, 1)
+        if max_entries is not None:
+            count = _entry_count(p, n, &t, 0)
+            if count > max_entries:
+                raise TooManyPlugins(count, max_entries, key)
         self.conf = _entries(p, n, &t, 0)
-        self.key = _string(p, n, &t, 1)
+        self.key = key
 
     def __repr__(self):
         return "PrepareConfReq(key=%r, conf=%r)" % (self.key, [name for name, _ in self.conf])
 
 
-def decode_prepare_conf_req(payload):
-    """Read a PrepareConf.Req payload, all of it at once (it is rare and small)."""
-    return PrepareConfReq(payload)
+def decode_prepare_conf_req(payload, max_entries=None):
+    """Read a PrepareConf.Req payload, all of it at once (it is rare and small); TooManyPlugins if
+    it lists more than ``max_entries``."""
+    return PrepareConfReq(payload, max_entries)
 
 
 def decode_extra_info_resp(payload):
