@@ -444,6 +444,8 @@ def to_text(value, what):
     except TypeError:
         raise EncodeError("%s must be str or bytes, not %s"
                           % (what, type(value).__name__)) from None
+    except ValueError as exc:                          # a released memoryview
+        raise EncodeError("%s: %s" % (what, exc)) from None
 
 
 def to_body(value, what):
@@ -456,6 +458,8 @@ def to_body(value, what):
         return memoryview(value).tobytes()
     except TypeError:
         raise EncodeError("%s must be bytes, not %s" % (what, type(value).__name__)) from None
+    except ValueError as exc:                          # a released memoryview
+        raise EncodeError("%s: %s" % (what, exc)) from None
 
 
 def to_entries(value, what):
@@ -473,7 +477,10 @@ def to_entries(value, what):
         # Only real pairs: a 2-character string would otherwise unpack as (name, value).
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise EncodeError("%s: each entry must be a (name, value) pair" % what)
-        name, text = item
+        try:
+            name, text = item
+        except ValueError:                             # a subclass whose __len__ lied
+            raise EncodeError("%s: each entry must be a (name, value) pair" % what) from None
         if name is None:
             raise EncodeError("%s: entry name must not be None" % what)
         entries.append((to_text(name, what), None if text is None else to_text(text, what)))

@@ -967,6 +967,167 @@ def test_wrong_types_and_out_of_range_values_are_encode_error(codec, call):
 
 
 # ---------------------------------------------------------------------------------------------
+# Writers given arguments that change while they are read: each argument is taken as it is when
+# the writer reads it (in argument order), what a later argument's code does cannot reach what
+# was read before, and the outcome is a right frame or EncodeError.  Values dropped mid-write are
+# 1 MiB, so that a writer still pointing into one reads memory given back to the system.
+
+BIG = 1 << 20
+
+
+def big(fill):
+    """A fresh 1 MiB bytes object, held only where the caller puts it."""
+    return bytes([fill]) * BIG
+
+
+def test_args_iterable_dropping_a_header_value_leaves_the_header_as_read(codec):
+    pair = [b"x-big", big(0x61)]
+
+    def args():
+        pair[1] = b"short"              # the header value read before loses its last reference
+        yield ("a", "1")
+
+    frame = codec.encode_rewrite(1, None, (pair,), args(), None, None)
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite.headers == [("x-big", "a" * BIG)] and rewrite.args == [("a", "1")]
+    assert pair == [b"x-big", b"short"]
+
+
+def test_pair_whose_len_drops_an_earlier_value_leaves_that_entry_as_read(codec):
+    victim = [b"x-a", big(0x62)]
+
+    class Meddling(list):
+        def __len__(self):
+            victim[1] = b"short"
+            return 2
+
+    stop = gateway.decode_http_req_call_resp(payload_of(codec.encode_stop(
+        1, 200, [victim, Meddling([b"x-b", b"2"])], None))).stop
+    assert stop.headers == [("x-a", "b" * BIG), ("x-b", "2")]
+
+
+def test_entries_iterable_emptying_earlier_lists_leaves_them_as_read(codec):
+    headers = [[b"x-h", big(0x63)], [big(0x64), None]]
+    args = [("a", big(0x65))]
+
+    class Emptying:
+        def __iter__(self):
+            for pair in headers:
+                pair.clear()
+            headers.clear()
+            args.clear()
+            return iter([("r", "1")])
+
+    frame = codec.encode_rewrite(1, "/p", headers, args, Emptying(), b"body")
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite == ("/p", [("x-h", "c" * BIG), ("d" * BIG, None)], [("a", "e" * BIG)],
+                       [("r", "1")], b"body")
+
+
+def test_generator_of_pairs_held_by_nothing_else_is_written_whole(codec):
+    def pairs():
+        for i in range(3):
+            yield [b"x-%d" % i, big(0x30 + i)]
+
+    frame = codec.encode_http_resp_call_resp(1, 200, pairs(), None)
+    headers = gateway.decode_http_resp_call_resp(payload_of(frame)).headers
+    assert headers == [("x-%d" % i, chr(0x30 + i) * BIG) for i in range(3)]
+
+
+def test_arguments_are_read_in_order_each_as_it_is_then(codec):
+    body = bytearray(b"old")
+    pair = [b"x-h", b"before"]
+
+    class Id:
+        def __index__(self):
+            pair[1] = big(0x66)         # the headers are read after the id
+            return 7
+
+    def headers():
+        yield tuple(pair)
+        body[:] = b"new body, longer than the old one"    # the body is read last
+
+    frame = codec.encode_stop(Id(), 200, headers(), body)
+    resp = gateway.decode_http_req_call_resp(payload_of(frame))
+    assert resp.id == 7
+    assert resp.stop == (200, [("x-h", "f" * BIG)], b"new body, longer than the old one")
+
+
+class MeddlingStr(str):
+    """A str subclass whose methods would change the list it sits in, were they called."""
+    calls = []
+
+    def _meddle(self, *args, **kwargs):
+        MeddlingStr.calls.append(self)
+        return "x"
+
+    __str__ = __len__ = __iter__ = __getitem__ = encode = _meddle
+
+
+class MeddlingBytes(bytes):
+    calls = []
+
+    def _meddle(self, *args, **kwargs):
+        MeddlingBytes.calls.append(bytes(self))
+        return 1
+
+    __len__ = __iter__ = __getitem__ = __bytes__ = _meddle
+
+
+@pytest.mark.parametrize("where", ["name", "value", "path", "var"])
+def test_str_subclass_text_is_encode_error_and_none_of_its_methods_run(codec, where):
+    MeddlingStr.calls.clear()
+    text = MeddlingStr("x-sub")
+    with pytest.raises(EncodeError):
+        if where == "name":
+            codec.encode_stop(1, 200, [[text, "v"]], None)
+        elif where == "value":
+            codec.encode_rewrite(1, None, None, [("a", "1"), ("n", text)], None, None)
+        elif where == "path":
+            codec.encode_rewrite(1, text, [("h", "v")], None, None, None)
+        else:
+            codec.encode_extra_info_var(text)
+    assert MeddlingStr.calls == []
+
+
+def test_bytes_subclass_text_is_written_as_stored_and_none_of_its_methods_run(codec):
+    MeddlingBytes.calls.clear()
+    frame = codec.encode_rewrite(1, MeddlingBytes(b"/sub"), [(MeddlingBytes(b"x-n"),
+                                                              MeddlingBytes(b"v"))],
+                                 None, None, MeddlingBytes(b"body"))
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite == ("/sub", [("x-n", "v")], None, None, b"body")
+    assert MeddlingBytes.calls == []
+
+
+def test_memoryview_released_before_it_is_read_is_encode_error(codec):
+    view = memoryview(bytearray(b"body"))
+    name = memoryview(b"x-view")
+
+    def headers():
+        view.release()
+        yield ("h", "v")
+
+    with pytest.raises(EncodeError):
+        codec.encode_stop(1, 200, headers(), view)
+    name.release()
+    with pytest.raises(EncodeError):
+        codec.encode_stop(1, 200, [(name, "v")], None)
+
+
+def test_bytearray_value_changed_by_a_later_argument_is_written_as_read(codec):
+    value = bytearray(big(0x67))
+
+    def resp_headers():
+        value[:] = b"short"             # a resize, were the writer still pointing into it
+        yield ("r", "1")
+
+    frame = codec.encode_rewrite(1, None, [("h", value)], None, resp_headers(), None)
+    assert gateway.decode_http_req_call_resp(payload_of(frame)).rewrite.headers == [
+        ("h", "g" * BIG)]
+
+
+# ---------------------------------------------------------------------------------------------
 # Round trips over arbitrary values
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.binary(max_size=12)

@@ -9,6 +9,7 @@ DecodeError, and nothing else ever escapes.
 import struct
 
 import flatbuffers
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -396,3 +397,87 @@ def test_prepare_conf_plugin_limit_is_applied_alike(count, limit):
             outcomes.append((TooManyPlugins, exc.count, exc.limit, exc.key))
     assert outcomes[0] == outcomes[1]
     assert (outcomes[0][0] is TooManyPlugins) == (limit is not None and count > limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers given arguments that change while they are read: the same frame or EncodeError
+
+BIG = 1 << 16
+
+
+def _dropping_header_value():
+    pair = [b"x-big", b"a" * BIG]
+
+    def args():
+        pair[1] = None
+        yield ("a", "1")
+    return "encode_rewrite", (1, None, (pair,), args(), None, None)
+
+
+def _len_dropping_an_earlier_value():
+    victim = [b"x-a", b"b" * BIG]
+
+    class Meddling(list):
+        def __len__(self):
+            victim[1] = b"short"
+            return 2
+    return "encode_stop", (1, 200, [victim, Meddling([b"x-b", b"2"])], None)
+
+
+def _len_lying_about_a_pair():
+    class Lying(tuple):
+        def __len__(self):
+            return 2
+    return "encode_http_resp_call_resp", (1, 200, [Lying(("a", "b", "c"))], None)
+
+
+def _iter_emptying_earlier_lists():
+    headers = [[b"x-h", b"c" * BIG]]
+    args = [("a", b"d" * BIG)]
+
+    class Emptying:
+        def __iter__(self):
+            headers[0].clear()
+            headers.clear()
+            args.clear()
+            return iter([("r", "1")])
+    return "encode_rewrite", (1, "/p", headers, args, Emptying(), bytearray(b"body"))
+
+
+def _index_changing_headers_and_iterable_changing_body():
+    body = bytearray(b"old")
+    pair = [b"x-h", b"before"]
+
+    class Id:
+        def __index__(self):
+            pair[1] = b"e" * BIG
+            return 7
+
+    def headers():
+        yield tuple(pair)
+        body[:] = b"new body, longer than the old one"
+    return "encode_stop", (Id(), 200, headers(), body)
+
+
+def _iterable_releasing_the_body():
+    view = memoryview(bytearray(b"body"))
+
+    def headers():
+        view.release()
+        yield ("h", "v")
+    return "encode_http_resp_call_resp", (1, 200, headers(), view)
+
+
+CHANGING_ARGUMENTS = [_dropping_header_value, _len_dropping_an_earlier_value,
+                      _len_lying_about_a_pair, _iter_emptying_earlier_lists,
+                      _index_changing_headers_and_iterable_changing_body,
+                      _iterable_releasing_the_body]
+
+
+@pytest.mark.parametrize("make", CHANGING_ARGUMENTS, ids=lambda make: make.__name__[1:])
+def test_writers_agree_on_arguments_that_change_while_read(make):
+    outcomes = []
+    for codec in CODECS:
+        writer, args = make()  # fresh arguments for each codec
+        outcomes.append(write_outcome(codec, writer, args))
+    assert outcomes[0] == outcomes[1]
