@@ -70,7 +70,8 @@ fuzz: $(STAMP)
 	$(PY) tests/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_CORPUS)
 
 ## asan: the compiled codec built with AddressSanitizer in a temp copy (never this tree), then the
-## codec tests and ASAN_FUZZ_SECONDS of the fuzz mutation loop against it
+## codec tests and ASAN_FUZZ_SECONDS of the fuzz mutation loop against it (pytest captures
+## sys.stderr only, so a report ASan writes to fd 2 before aborting is seen)
 ASAN_FUZZ_SECONDS ?= 60
 .PHONY: asan
 asan: $(STAMP)
@@ -84,7 +85,7 @@ asan: $(STAMP)
 	grep -q __asan_report a6fast/_codec*.so || { echo "the codec was not built with ASan"; exit 1; }; \
 	export LD_PRELOAD=$$lib ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc; \
 	$$py -c 'import a6fast._codec as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__' "$$dir"; \
-	$$py -m pytest -q -p no:cacheprovider tests/test_codec.py tests/test_codec_agreement.py; \
+	$$py -m pytest -q -p no:cacheprovider --capture=sys tests/test_codec.py tests/test_codec_agreement.py; \
 	$$py tests/fuzz_codec.py --fallback -max_total_time=$(ASAN_FUZZ_SECONDS) -seed=1
 
 ## soak: bench/soak.py against `a6fast serve --workers 2` for SOAK_MINUTES (not part of make test)

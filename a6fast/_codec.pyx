@@ -11,7 +11,7 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact,
                             PyBytes_FromStringAndSize, PyBytes_GET_SIZE)
-from cpython.list cimport PyList_Check
+from cpython.list cimport PyList_Check, PyList_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
@@ -22,7 +22,7 @@ from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicod
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyPlugins
 from .protocol import METHODS
 
 cdef extern from "Python.h":
@@ -136,9 +136,30 @@ cdef object _ubytes(const uint8_t* p, int64_t n, const _Table* t, int slot):
     return PyBytes_FromStringAndSize(<const char*>p + start, length)
 
 
+# Shared offsets: any number of a vector's slots may point at one entry, so each entry is charged
+# what it occupies of its own in a payload where nothing is shared, and a vector may charge at
+# most twice the payload plus 4 KiB (the pure twin's field_entries says why, and how that bounds
+# a whole frame).
+cdef enum:
+    _ENTRY_COST = 8       # its slot and its table's soffset
+    _STRING_COST = 4      # a string's length, on top of its bytes
+
+
+cdef inline int64_t _entries_budget(int64_t n) noexcept nogil:
+    return 2 * n + 4096
+
+
+cdef object _text_at(const uint8_t* p, int64_t start, int64_t length, bint present):
+    if not present:
+        return None
+    return PyUnicode_DecodeUTF8(<const char*>p + start, length, "surrogateescape")
+
+
 cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     """A [TextEntry] as a list of (name, value); absent reads as []."""
-    cdef int64_t count, start, i
+    cdef int64_t count, start, i, name_at, value_at
+    cdef int64_t name_start = 0, name_len = 0, value_start = 0, value_len = 0
+    cdef int64_t budget = _entries_budget(n)
     cdef _Table e
     cdef list out = []
     cdef int64_t at = _field(p, t, slot, 4)
@@ -147,8 +168,30 @@ cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     start = _vector(p, n, at, 4, &count)
     for i in range(count):
         _open_table(p, n, _follow(p, n, start + 4 * i), &e)
-        out.append((_string(p, n, &e, 0), _string(p, n, &e, 1)))
+        name_at = _field(p, &e, 0, 4)
+        value_at = _field(p, &e, 1, 4)
+        budget -= _ENTRY_COST
+        if name_at >= 0:
+            name_start = _vector(p, n, name_at, 1, &name_len)
+            budget -= _STRING_COST + name_len
+        if value_at >= 0:
+            value_start = _vector(p, n, value_at, 1, &value_len)
+            budget -= _STRING_COST + value_len
+        if budget < 0:
+            raise DecodeError("entries at %d share more text than the payload holds" % start)
+        out.append((_text_at(p, name_start, name_len, name_at >= 0),
+                    _text_at(p, value_start, value_len, value_at >= 0)))
     return out
+
+
+cdef int64_t _entry_count(const uint8_t* p, int64_t n, const _Table* t, int slot) except -1:
+    """How many entries the vector field ``slot`` lists (0 when absent), none of them read."""
+    cdef int64_t count
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return 0
+    _vector(p, n, at, 4, &count)
+    return count
 
 
 cdef uint32_t _scalar(const uint8_t* p, const _Table* t, int slot, int width) except? 0xFFFFFFFF:
@@ -323,27 +366,36 @@ def decode_http_resp_call(payload):
 
 @cython.final
 cdef class PrepareConfReq:
-    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``."""
+    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+
+    With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
     cdef readonly list conf
     cdef readonly object key
 
-    def __init__(self, payload):
+    def __init__(self, payload, max_entries=None):
         cdef bytes buf = _snapshot(payload)
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
         cdef int64_t n = PyBytes_GET_SIZE(buf)
+        cdef int64_t count
         cdef _Table t
         _open_root(p, n, &t)
+        key = _string(p, n, &t, 1)
+        if max_entries is not None:
+            count = _entry_count(p, n, &t, 0)
+            if count > max_entries:
+                raise TooManyPlugins(count, max_entries, key)
         self.conf = _entries(p, n, &t, 0)
-        self.key = _string(p, n, &t, 1)
+        self.key = key
 
     def __repr__(self):
         return "PrepareConfReq(key=%r, conf=%r)" % (self.key, [name for name, _ in self.conf])
 
 
-def decode_prepare_conf_req(payload):
-    """Read a PrepareConf.Req payload, all of it at once (it is rare and small)."""
-    return PrepareConfReq(payload)
+def decode_prepare_conf_req(payload, max_entries=None):
+    """Read a PrepareConf.Req payload, all of it at once (it is rare and small); TooManyPlugins if
+    it lists more than ``max_entries``."""
+    return PrepareConfReq(payload, max_entries)
 
 
 def decode_extra_info_resp(payload):
@@ -409,61 +461,89 @@ cdef int64_t _uint(object value, int64_t top, str what) except -1:
     return v
 
 
+# Two steps, so that no pointer ever outlives its object: first every argument is read, in
+# argument order, into objects the writer holds itself (exact str with its UTF-8 at hand, bytes,
+# flat lists of those for entry lists); this is where user code may run (iteration, __len__,
+# __index__, buffer exports) and change or drop anything.  The body's buffer is taken last.  Then
+# (pointer, length) pairs are taken from the held objects, and from there to the finished frame
+# no Python code runs.
+
 cdef struct _Str:
     const char* p
     Py_ssize_t n          # -1: absent
 
 
-cdef int _text(object s, _Str* out, list keep, str what) except -1:
-    """A string field's bytes: a str as UTF-8 (surrogateescape), or any bytes-like.
-
-    ``out`` points into ``s`` or into a copy appended to ``keep``; both outlive the layout.
-    """
+cdef object _text_obj(object s, str what):
+    """A string field's value as an exact str whose UTF-8 is at hand, or bytes."""
     cdef Py_ssize_t n
     if PyUnicode_CheckExact(s):
         if PyUnicode_IS_ASCII(s):
-            out.p = PyUnicode_DATA(s)
-            out.n = PyUnicode_GET_LENGTH(s)
-            return 0
+            return s
         try:
-            out.p = PyUnicode_AsUTF8AndSize(s, &n)     # cached in the str
-            out.n = n
-            return 0
+            PyUnicode_AsUTF8AndSize(s, &n)            # cached in the str, for _point
+            return s
         except UnicodeEncodeError:
             pass                                      # lone surrogates: escaped bytes?
         try:
-            s = (<str>s).encode("utf-8", "surrogateescape")
+            return (<str>s).encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             raise EncodeError("%s cannot be encoded as UTF-8" % what) from None
-        keep.append(s)
-    elif not PyBytes_Check(s):
-        if PyUnicode_Check(s) or not PyObject_CheckBuffer(s):
-            raise EncodeError("%s must be str or bytes, not %s" % (what, type(s).__name__))
+    if PyBytes_Check(s):
+        return s                                      # immutable, subclass or not
+    if PyUnicode_Check(s) or not PyObject_CheckBuffer(s):
+        raise EncodeError("%s must be str or bytes, not %s" % (what, type(s).__name__))
+    try:
+        return memoryview(s).tobytes()
+    except ValueError as exc:                         # a released memoryview
+        raise EncodeError("%s: %s" % (what, exc)) from None
+
+
+cdef inline object _opt_text_obj(object s, str what):
+    return None if s is None else _text_obj(s, what)
+
+
+cdef list _entry_objs(object entries, str what):
+    """(name, value) pairs as one flat list [name, value, name, value, ...]; None when absent."""
+    cdef list out
+    cdef object seq, pair, name, value
+    if entries is None:
+        return None
+    if PyUnicode_Check(entries) or PyBytes_Check(entries) or isinstance(
+            entries, (bytearray, memoryview)):
+        raise EncodeError("%s must be an iterable of (name, value) pairs" % what)
+    if PyList_CheckExact(entries) or PyTuple_CheckExact(entries):
+        seq = entries
+    else:
         try:
-            s = memoryview(s).tobytes()
-        except ValueError as exc:                     # a released memoryview
-            raise EncodeError("%s: %s" % (what, exc)) from None
-        keep.append(s)
-    out.p = PyBytes_AS_STRING(s)
-    out.n = PyBytes_GET_SIZE(s)
-    return 0
-
-
-cdef int _opt_text(object s, _Str* out, list keep, str what) except -1:
-    if s is None:
-        out.n = -1
-        return 0
-    return _text(s, out, keep, what)
+            seq = iter(entries)
+        except TypeError:
+            raise EncodeError("%s must be an iterable of (name, value) pairs" % what) from None
+    out = []
+    for pair in seq:
+        # Only real pairs: a 2-character string would otherwise unpack as (name, value).
+        if not (PyTuple_Check(pair) or PyList_Check(pair)) or len(pair) != 2:
+            raise EncodeError("%s: each entry must be a (name, value) pair" % what)
+        try:
+            name, value = pair
+        except ValueError:                            # a subclass whose __len__ lied
+            raise EncodeError("%s: each entry must be a (name, value) pair" % what) from None
+        if name is None:
+            raise EncodeError("%s: entry name must not be None" % what)
+        out.append(_text_obj(name, what))
+        out.append(_opt_text_obj(value, what))
+    return out
 
 
 cdef int _body(object body, _Str* out, Py_buffer* view, bint* held, list keep,
                str what) except -1:
-    """A [ubyte] field from any bytes-like (not str); a buffer held here is released by the caller."""
+    """A [ubyte] field from any bytes-like (not str); a buffer held here is released by the caller.
+
+    Read after every other argument: no Python code runs between it and the frame's end."""
     if body is None:
         out.n = -1
         return 0
     if PyBytes_CheckExact(body):
-        out.p = PyBytes_AS_STRING(body)
+        out.p = PyBytes_AS_STRING(body)               # the caller's argument: held by the call
         out.n = PyBytes_GET_SIZE(body)
         return 0
     if PyUnicode_Check(body) or not PyObject_CheckBuffer(body):
@@ -485,6 +565,23 @@ cdef int _body(object body, _Str* out, Py_buffer* view, bint* held, list keep,
     return 0
 
 
+cdef int _point(object s, _Str* out) except -1:
+    """(pointer, length) into a value made by _text_obj, which the caller holds; runs no Python."""
+    cdef Py_ssize_t n
+    if s is None:
+        out.n = -1
+    elif PyBytes_Check(s):
+        out.p = PyBytes_AS_STRING(s)
+        out.n = PyBytes_GET_SIZE(s)
+    elif PyUnicode_IS_ASCII(s):
+        out.p = PyUnicode_DATA(s)
+        out.n = PyUnicode_GET_LENGTH(s)
+    else:
+        out.p = PyUnicode_AsUTF8AndSize(s, &n)        # cached by _text_obj: no allocation
+        out.n = n
+    return 0
+
+
 cdef enum:
     _INLINE_ENTRIES = 8   # most entry lists are short: no allocation for them
 
@@ -495,26 +592,14 @@ cdef struct _Entries:
     _Str inline[2 * _INLINE_ENTRIES]
 
 
-cdef int _entry_list(object entries, _Entries* out, list keep, str what) except -1:
-    """Gather (name, value) pairs; an allocated ``out.items`` is freed by _free_entries."""
+cdef int _point_entries(list objs, _Entries* out) except -1:
+    """Point ``out`` into a list made by _entry_objs; an allocated ``out.items`` is freed by
+    _free_entries."""
     cdef Py_ssize_t i, count
-    cdef object seq, pair, name, value
-    if entries is None:
+    if objs is None:
         out.count = -1
         return 0
-    if PyUnicode_Check(entries) or PyBytes_Check(entries) or isinstance(
-            entries, (bytearray, memoryview)):
-        raise EncodeError("%s must be an iterable of (name, value) pairs" % what)
-    # A tuple: nothing below runs Python code, but the caller's list must not change under us.
-    if PyTuple_CheckExact(entries):
-        seq = entries
-    else:
-        try:
-            seq = tuple(entries)
-        except TypeError:
-            raise EncodeError("%s must be an iterable of (name, value) pairs" % what) from None
-        keep.append(seq)
-    count = len(seq)
+    count = len(objs) // 2
     if count <= _INLINE_ENTRIES:
         out.items = out.inline
     else:
@@ -522,17 +607,8 @@ cdef int _entry_list(object entries, _Entries* out, list keep, str what) except 
         if out.items == NULL:
             raise MemoryError()
     out.count = count
-    for i in range(count):
-        pair = (<tuple>seq)[i]
-        # Only real pairs: a 2-character string would otherwise unpack as (name, value).
-        if not (PyTuple_Check(pair) or PyList_Check(pair)) or len(pair) != 2:
-            raise EncodeError("%s: each entry must be a (name, value) pair" % what)
-        name = <object>PySequence_Fast_GET_ITEM(pair, 0)
-        value = <object>PySequence_Fast_GET_ITEM(pair, 1)
-        if name is None:
-            raise EncodeError("%s: entry name must not be None" % what)
-        _text(name, &out.items[2 * i], keep, what)
-        _opt_text(value, &out.items[2 * i + 1], keep, what)
+    for i in range(2 * count):
+        _point(<object>PySequence_Fast_GET_ITEM(objs, i), &out.items[i])
     return 0
 
 
@@ -810,14 +886,16 @@ cdef void _lay_http_resp_call_resp(_W* w, void* args) noexcept:
 cdef object _reply_frame(int rpc_type, _Layout lay, id, status, headers, body):
     cdef _Reply a
     cdef list keep = []
+    cdef list header_objs
     cdef Py_buffer view
     cdef bint held = False
     a.headers.count = -1
     a.id = <uint32_t>_uint(id, 0xFFFFFFFF, "id")
     a.status = <uint32_t>_uint(status, 0xFFFF, "status")
+    header_objs = _entry_objs(headers, "headers")
     try:
-        _entry_list(headers, &a.headers, keep, "headers")
         _body(body, &a.body, &view, &held, keep, "body")
+        _point_entries(header_objs, &a.headers)
         return _finish(rpc_type, lay, &a)
     finally:
         _free_entries(&a.headers)
@@ -871,18 +949,24 @@ def encode_rewrite(id, path, headers, args, resp_headers, body):
     """HTTPReqCall.Resp with a Rewrite action: changes to the upstream request."""
     cdef _Rewrite a
     cdef list keep = []
+    cdef object path_obj
+    cdef list header_objs, arg_objs, resp_header_objs
     cdef Py_buffer view
     cdef bint held = False
     a.headers.count = -1
     a.args.count = -1
     a.resp_headers.count = -1
     a.id = <uint32_t>_uint(id, 0xFFFFFFFF, "id")
+    path_obj = _opt_text_obj(path, "path")
+    header_objs = _entry_objs(headers, "headers")
+    arg_objs = _entry_objs(args, "args")
+    resp_header_objs = _entry_objs(resp_headers, "resp_headers")
     try:
-        _opt_text(path, &a.path, keep, "path")
-        _entry_list(headers, &a.headers, keep, "headers")
-        _entry_list(args, &a.args, keep, "args")
-        _entry_list(resp_headers, &a.resp_headers, keep, "resp_headers")
         _body(body, &a.body, &view, &held, keep, "body")
+        _point(path_obj, &a.path)
+        _point_entries(header_objs, &a.headers)
+        _point_entries(arg_objs, &a.args)
+        _point_entries(resp_header_objs, &a.resp_headers)
         return _finish(2, _lay_rewrite, &a)
     finally:
         _free_entries(&a.headers)
@@ -918,11 +1002,12 @@ cdef void _lay_extra_info(_W* w, void* args) noexcept:
 def encode_extra_info_var(name):
     """ExtraInfo.Req asking for the gateway variable ``name``."""
     cdef _Info a
-    cdef list keep = []
+    cdef object name_obj
     a.info_type = 1
     if name is None:
         raise EncodeError("var name must be str or bytes, not None")
-    _text(name, &a.name, keep, "var name")
+    name_obj = _text_obj(name, "var name")
+    _point(name_obj, &a.name)
     return _finish(3, _lay_extra_info, &a)
 
 

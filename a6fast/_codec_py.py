@@ -24,7 +24,7 @@ Strings are NUL-terminated, byte vectors are not.  A vector of TextEntry is
 import operator
 import struct
 
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, EncodeError, TooManyPlugins
 from .protocol import (
     ACTION_NONE, ACTION_REWRITE, ACTION_STOP, HEADER_SIZE, INFO_REQ_BODY, INFO_RESP_BODY,
     INFO_VAR, MAX_PAYLOAD, METHODS, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
@@ -194,20 +194,59 @@ def field_table(buf, tab, slot):
     return table_at(buf, _follow(buf, at))
 
 
+# FlatBuffers lets any number of offsets point at one object: a vector whose 4-byte slots all name
+# one entry with a long value would decode to far more text than the payload holds (quadratic in
+# its size).  So each entry is charged what it occupies of its own in a payload where nothing is
+# shared (ENTRY_COST: its slot and its table's soffset; STRING_COST + length for each string), and
+# one vector may charge at most entries_budget(payload size): twice the payload plus 4 KiB, room
+# for a builder's shared strings (CreateSharedString) while an unshared payload never charges
+# more than its size.  The budget is per vector, not per frame, so whether a field decodes does
+# not depend on which fields a plugin read before; a message has a fixed handful of fields, each
+# decoded at most once (lazy fields are cached) and single strings cost at most the payload, so
+# decoding a whole frame stays linear in its size.
+ENTRY_COST = 8
+STRING_COST = 4
+
+
+def entries_budget(size):
+    """What the entries of one vector in a payload of ``size`` bytes may charge in all."""
+    return 2 * size + 4096
+
+
+def entry_count(buf, tab, slot):
+    """How many entries the vector field ``slot`` lists (0 when absent), none of them read."""
+    at = field_pos(buf, tab, slot, 4)
+    return 0 if at < 0 else _span(buf, at, 4)[1]
+
+
 def field_entries(buf, tab, slot):
     """A ``[TextEntry]`` field as a list of ``(name, value)``; None when absent."""
     at = field_pos(buf, tab, slot, 4)
     if at < 0:
         return None
     start, count = _span(buf, at, 4)
+    budget = entries_budget(len(buf))
     entries = []
     append = entries.append
     for elem in range(start, start + 4 * count, 4):
         entry = table_at(buf, _follow(buf, elem))
         name_at = field_pos(buf, entry, 0, 4)
         value_at = field_pos(buf, entry, 1, 4)
-        append((None if name_at < 0 else _string_at(buf, name_at),
-                None if value_at < 0 else _string_at(buf, value_at)))
+        budget -= ENTRY_COST
+        name = value = None
+        if name_at >= 0:
+            name_start, name_len = _span(buf, name_at, 1)
+            budget -= STRING_COST + name_len
+        if value_at >= 0:
+            value_start, value_len = _span(buf, value_at, 1)
+            budget -= STRING_COST + value_len
+        if budget < 0:
+            raise DecodeError("entries at %d share more text than the payload holds" % start)
+        if name_at >= 0:
+            name = buf[name_start:name_start + name_len].decode("utf-8", "surrogateescape")
+        if value_at >= 0:
+            value = buf[value_start:value_start + value_len].decode("utf-8", "surrogateescape")
+        append((name, value))
     return entries
 
 
@@ -233,18 +272,25 @@ def _entries_or_empty(buf, tab, slot):
 
 
 class PrepareConfReq:
-    """A6.PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``."""
+    """A6.PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+
+    With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
     __slots__ = ("conf", "key")
 
-    def __init__(self, payload):
+    def __init__(self, payload, max_entries=None):
         buf = snapshot(payload)
-        self.conf, self.key = guarded(self._read, buf)
+        self.conf, self.key = guarded(self._read, buf, max_entries)
 
     @staticmethod
-    def _read(buf):
+    def _read(buf, max_entries):
         tab = root_table(buf)
-        return _entries_or_empty(buf, tab, 0), field_string(buf, tab, 1)
+        key = field_string(buf, tab, 1)
+        if max_entries is not None:
+            count = entry_count(buf, tab, 0)
+            if count > max_entries:
+                raise TooManyPlugins(count, max_entries, key)
+        return _entries_or_empty(buf, tab, 0), key
 
     def __repr__(self):
         return "PrepareConfReq(key=%r, conf=%r)" % (self.key, [name for name, _ in self.conf])
@@ -339,9 +385,9 @@ class HTTPRespCallReq:
             self.id, self.conf_token, self.status)
 
 
-def decode_prepare_conf_req(payload):
-    """Read an A6.PrepareConf.Req payload."""
-    return PrepareConfReq(payload)
+def decode_prepare_conf_req(payload, max_entries=None):
+    """Read an A6.PrepareConf.Req payload; TooManyPlugins if it lists more than ``max_entries``."""
+    return PrepareConfReq(payload, max_entries)
 
 
 def decode_http_req_call(payload):
@@ -398,6 +444,8 @@ def to_text(value, what):
     except TypeError:
         raise EncodeError("%s must be str or bytes, not %s"
                           % (what, type(value).__name__)) from None
+    except ValueError as exc:                          # a released memoryview
+        raise EncodeError("%s: %s" % (what, exc)) from None
 
 
 def to_body(value, what):
@@ -410,6 +458,8 @@ def to_body(value, what):
         return memoryview(value).tobytes()
     except TypeError:
         raise EncodeError("%s must be bytes, not %s" % (what, type(value).__name__)) from None
+    except ValueError as exc:                          # a released memoryview
+        raise EncodeError("%s: %s" % (what, exc)) from None
 
 
 def to_entries(value, what):
@@ -427,7 +477,10 @@ def to_entries(value, what):
         # Only real pairs: a 2-character string would otherwise unpack as (name, value).
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise EncodeError("%s: each entry must be a (name, value) pair" % what)
-        name, text = item
+        try:
+            name, text = item
+        except ValueError:                             # a subclass whose __len__ lied
+            raise EncodeError("%s: each entry must be a (name, value) pair" % what) from None
         if name is None:
             raise EncodeError("%s: entry name must not be None" % what)
         entries.append((to_text(name, what), None if text is None else to_text(text, what)))

@@ -14,7 +14,11 @@ Frame header::
 
 Runner side reads (payload = the bytes after the frame header; bytes-like accepted)::
 
-    decode_prepare_conf_req(payload) -> PrepareConfReq    # .conf: list[(name, value)], .key
+    decode_prepare_conf_req(payload, max_entries=None) -> PrepareConfReq
+                                                          # .conf: list[(name, value)], .key;
+                                                          # TooManyPlugins (a DecodeError) if
+                                                          # conf lists more than max_entries,
+                                                          # raised before any entry is read
     decode_http_req_call(payload)   -> HTTPReqCallReq     # .id .src_ip .method .path .args
                                                           # .headers .conf_token
     decode_http_resp_call(payload)  -> HTTPRespCallReq    # .id .status .headers .conf_token
@@ -47,12 +51,17 @@ Conventions
   ``DecodeError`` when it is touched.
 - Every read of untrusted bytes is bounds-checked first; malformed input raises
   ``a6fast.errors.DecodeError``, never anything else and never a read outside the buffer.
+- Decoding is linear in the payload's size: FlatBuffers lets many offsets share one object, so
+  each entry list is charged for what it decodes and one that comes to more than twice the
+  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._codec_py.field_entries``).
+- Writers read each argument once, in argument order, and write what they read: code that runs
+  while a later argument is read (an iterable, ``__index__``) cannot change an earlier one.
 - Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload
   larger than ``MAX_PAYLOAD``.
 """
 import os
 
-from .errors import DecodeError, EncodeError  # noqa: F401  (re-exported)
+from .errors import DecodeError, EncodeError, TooManyPlugins  # noqa: F401  (re-exported)
 
 _NAMES = (
     "encode_header", "decode_header",
@@ -81,4 +90,4 @@ else:
 IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
 
 globals().update({name: getattr(_impl, name) for name in _NAMES})
-__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError"]
+__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError", "TooManyPlugins"]

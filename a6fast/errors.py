@@ -27,3 +27,15 @@ class UnknownPlugin(ConfError):
 
 class PluginTimeout(A6Error):
     """A call did not finish before its deadline."""
+
+
+class TooManyPlugins(DecodeError):
+    """A PrepareConf lists more plugins than the reader was told to take; none of them was read.
+
+    ``count`` is how many it lists, ``limit`` the most taken, ``key`` the PrepareConf's key."""
+
+    def __init__(self, count, limit, key):
+        super().__init__("PrepareConf lists %d plugins, more than %d" % (count, limit))
+        self.count = count
+        self.limit = limit
+        self.key = key

@@ -3,7 +3,8 @@
 Each input is one selector byte (which reader) and a payload.  The compiled reader decodes it and
 every lazy field is read; anything but DecodeError escaping it, or a crash, is a finding, and so
 is any difference from what the pure twin reads.  Seeds are valid messages from the gateway
-encoders; a finding is saved as ``crash-<sha1>`` in the working directory.
+encoders and vectors whose slots share one entry (under and over the decoding budget); a finding
+is saved as ``crash-<sha1>`` in the working directory.
 
 With atheris (``pip install atheris``) this is a libFuzzer target, guided by the coverage of the
 pure twin: the Cython module is not built with ``-fsanitize=fuzzer``, but the twin follows the same
@@ -110,7 +111,32 @@ def seeds():
     out = [bytes([KINDS.index("header")]) + b"\x02\x00\x01\x00"]
     for kind, frames in messages.items():
         out += [bytes([KINDS.index(kind)]) + frame[4:] for frame in frames]
+    # Vectors whose slots all share one entry: within the decoding budget, and past it.
+    for kind, nslots, slot in (("prepare_conf_req", 2, 0), ("http_req_call", 7, 5),
+                               ("http_req_call", 7, 4), ("http_resp_call", 4, 2)):
+        for count, value in ((16, "v" * 8), (300, "v" * 64)):
+            out.append(bytes([KINDS.index(kind)])
+                       + shared_entry_payload(nslots, slot, count, "x-shared", value))
     return out
+
+
+def shared_entry_payload(nslots, slot, count, name, value):
+    """A payload whose root has a vector at ``slot`` of ``count`` slots naming one entry."""
+    import flatbuffers
+    builder = flatbuffers.Builder(0)
+    name_off, value_off = builder.CreateString(name), builder.CreateString(value)
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(0, name_off, 0)
+    builder.PrependUOffsetTRelativeSlot(1, value_off, 0)
+    entry = builder.EndObject()
+    builder.StartVector(4, count, 4)
+    for _ in range(count):
+        builder.PrependUOffsetTRelative(entry)
+    vector = builder.EndVector()
+    builder.StartObject(nslots)
+    builder.PrependUOffsetTRelativeSlot(slot, vector, 0)
+    builder.Finish(builder.EndObject())
+    return bytes(builder.Output())
 
 
 def save_finding(data):

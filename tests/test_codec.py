@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from a6fast import gateway
-from a6fast.errors import DecodeError, EncodeError
+from a6fast.errors import DecodeError, EncodeError, TooManyPlugins
 from a6fast.protocol import (
     ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR,
     MAX_PAYLOAD, METHODS, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL,
@@ -594,6 +594,168 @@ def test_prepare_conf_corrupt_entry_is_decode_error_at_once(codec):
 
 
 # ---------------------------------------------------------------------------------------------
+# Shared offsets: FlatBuffers lets any number of offsets point at one object, so a small payload
+# can name one entry over and over.  Decoding stays bounded by the payload's size.
+
+def fb_entry(builder, name, value, share=False):
+    """One TextEntry table; ``share`` makes its strings with CreateSharedString."""
+    create = builder.CreateSharedString if share else builder.CreateString
+    name_off = None if name is None else create(name)
+    value_off = None if value is None else create(value)
+    builder.StartObject(2)
+    if name_off is not None:
+        builder.PrependUOffsetTRelativeSlot(0, name_off, 0)
+    if value_off is not None:
+        builder.PrependUOffsetTRelativeSlot(1, value_off, 0)
+    return builder.EndObject()
+
+
+def fb_vector(builder, tables):
+    builder.StartVector(4, len(tables), 4)
+    for table in reversed(tables):
+        builder.PrependUOffsetTRelative(table)
+    return builder.EndVector()
+
+
+# (message, root slot count, slot of the vector, attribute that reads it)
+ENTRY_VECTORS = [("prepare_conf", 2, 0, "conf"), ("http_req_call", 7, 5, "headers"),
+                 ("http_req_call", 7, 4, "args"), ("http_resp_call", 4, 2, "headers")]
+ENTRY_VECTOR_IDS = ["%s.%s" % (kind, attr) for kind, _, _, attr in ENTRY_VECTORS]
+
+
+def vector_payload(nslots, slot, make_tables):
+    """A payload whose root has one [TextEntry] at ``slot``, of the tables ``make_tables``
+    returns (the same table any number of times, if it likes)."""
+    return fb_table(nslots, lambda b: fb_vector(b, make_tables(b)),
+                    lambda b, vector: b.PrependUOffsetTRelativeSlot(slot, vector, 0))
+
+
+def read_vector(codec, kind, attr, payload):
+    if kind == "prepare_conf":
+        return codec.decode_prepare_conf_req(payload).conf
+    if kind == "http_req_call":
+        return getattr(codec.decode_http_req_call(payload), attr)
+    return getattr(codec.decode_http_resp_call(payload), attr)
+
+
+def text_size(entries):
+    return sum(len(name or "") + len(value or "") for name, value in entries)
+
+
+@pytest.mark.parametrize("kind,nslots,slot,attr", ENTRY_VECTORS, ids=ENTRY_VECTOR_IDS)
+def test_vector_whose_slots_all_share_one_large_entry_is_decode_error(codec, kind, nslots, slot,
+                                                                      attr):
+    # 33 KB that would decode to 4096 copies of a 16 KiB value: 64 MiB of text
+    payload = vector_payload(nslots, slot, lambda b: [fb_entry(b, "x", "v" * 16384)] * 4096)
+    assert len(payload) < 34000
+    if kind != "prepare_conf":
+        codec_decode = (codec.decode_http_req_call if kind == "http_req_call"
+                        else codec.decode_http_resp_call)
+        req = codec_decode(payload)   # the lazy vector is refused when read, every time
+        for _ in range(2):
+            with pytest.raises(DecodeError):
+                getattr(req, attr)
+    with pytest.raises(DecodeError):
+        read_vector(codec, kind, attr, payload)
+
+
+@pytest.mark.parametrize("kind,nslots,slot,attr", ENTRY_VECTORS, ids=ENTRY_VECTOR_IDS)
+def test_vector_whose_slots_all_share_one_small_entry_is_decode_error(codec, kind, nslots, slot,
+                                                                      attr):
+    # One 4-byte slot per entry of (name, value): more entries than the payload could hold apart
+    payload = vector_payload(nslots, slot, lambda b: [fb_entry(b, "n", "v")] * 20000)
+    with pytest.raises(DecodeError):
+        read_vector(codec, kind, attr, payload)
+
+
+@fixture_ok
+@given(count=st.integers(1, 3000), distinct=st.integers(1, 3),
+       name=st.none() | st.text("ab", max_size=40), value=st.none() | st.text("xy", max_size=600),
+       shared=st.booleans())
+def test_any_vector_of_shared_entries_decodes_to_at_most_twice_its_payload(
+        codec, count, distinct, name, value, shared):
+    def tables(builder):
+        made = [fb_entry(builder, name, value, shared) for _ in range(distinct)]
+        return [made[i % distinct] for i in range(count)]
+
+    for kind, nslots, slot, attr in ENTRY_VECTORS:
+        payload = vector_payload(nslots, slot, tables)
+        if count <= distinct and not shared:
+            entries = read_vector(codec, kind, attr, payload)  # nothing shared: always read
+        else:
+            try:
+                entries = read_vector(codec, kind, attr, payload)
+            except DecodeError:
+                continue
+        assert entries == [(name, value)] * count
+        assert text_size(entries) <= 2 * len(payload) + 4096
+
+
+def test_entries_sharing_a_few_strings_still_decode(codec):
+    # CreateSharedString, as a builder may use for repeated names and values
+    headers = [("accept", "*/*"), ("x-forwarded-for", "10.0.0.1"), ("cookie", "c" * 200)]
+    headers += [("x-dup-%d" % i, "same value for every one of them") for i in range(40)]
+    headers += [("cookie", "c" * 200)] * 3
+    payload = vector_payload(7, 5, lambda b: [fb_entry(b, n, v, share=True) for n, v in headers])
+    assert codec.decode_http_req_call(payload).headers == headers
+
+
+def test_headers_and_args_sharing_one_vector_both_decode(codec):
+    pairs = [("k%d" % i, "v" * 100) for i in range(50)]
+
+    def fields(builder, vector):
+        builder.PrependUOffsetTRelativeSlot(4, vector, 0)
+        builder.PrependUOffsetTRelativeSlot(5, vector, 0)
+
+    payload = fb_table(7, lambda b: fb_vector(b, [fb_entry(b, n, v) for n, v in pairs]), fields)
+    req = codec.decode_http_req_call(payload)
+    assert req.args == pairs and req.headers == pairs
+
+
+def conf_vector_payload(count, key=None):
+    """A PrepareConf payload whose conf vector has ``count`` slots holding 0: an offset pointing
+    at itself, which no entry read could get past."""
+    def children(builder):
+        key_off = None if key is None else builder.CreateString(key)
+        builder.StartVector(4, count, 4)
+        for _ in range(count):
+            builder.PrependUint32(0)
+        return builder.EndVector(), key_off
+
+    def fields(builder, made):
+        builder.PrependUOffsetTRelativeSlot(0, made[0], 0)
+        if made[1] is not None:
+            builder.PrependUOffsetTRelativeSlot(1, made[1], 0)
+
+    return fb_table(2, children, fields)
+
+
+def test_prepare_conf_over_max_entries_is_refused_before_any_entry_is_read(codec):
+    payload = conf_vector_payload(1025, key="route#big")
+    with pytest.raises(TooManyPlugins) as refused:
+        codec.decode_prepare_conf_req(payload, max_entries=1024)
+    assert (refused.value.count, refused.value.limit, refused.value.key) == (
+        1025, 1024, "route#big")
+    # within the limit the entries are read, and these cannot be
+    with pytest.raises(DecodeError) as unreadable:
+        codec.decode_prepare_conf_req(payload, max_entries=1025)
+    assert not isinstance(unreadable.value, TooManyPlugins)
+
+
+def test_prepare_conf_up_to_max_entries_is_read_whole(codec):
+    conf = [("a", "{}"), ("b", None), ("c", '{"x":1}')]
+    payload = payload_of(gateway.encode_prepare_conf_req(conf, key="k"))
+    for limit in (3, 4, None):
+        req = codec.decode_prepare_conf_req(payload, max_entries=limit)
+        assert (req.conf, req.key) == (conf, "k")
+    assert codec.decode_prepare_conf_req(payload).conf == conf
+    with pytest.raises(TooManyPlugins):
+        codec.decode_prepare_conf_req(payload, max_entries=2)
+    empty = payload_of(gateway.encode_prepare_conf_req(None))
+    assert codec.decode_prepare_conf_req(empty, max_entries=0).conf == []
+
+
+# ---------------------------------------------------------------------------------------------
 # Writers, read back by the gateway side
 
 def test_err_frame_carries_each_code(codec):
@@ -802,6 +964,167 @@ BAD_WRITES = {
 def test_wrong_types_and_out_of_range_values_are_encode_error(codec, call):
     with pytest.raises(EncodeError):
         call(codec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers given arguments that change while they are read: each argument is taken as it is when
+# the writer reads it (in argument order), what a later argument's code does cannot reach what
+# was read before, and the outcome is a right frame or EncodeError.  Values dropped mid-write are
+# 1 MiB, so that a writer still pointing into one reads memory given back to the system.
+
+BIG = 1 << 20
+
+
+def big(fill):
+    """A fresh 1 MiB bytes object, held only where the caller puts it."""
+    return bytes([fill]) * BIG
+
+
+def test_args_iterable_dropping_a_header_value_leaves_the_header_as_read(codec):
+    pair = [b"x-big", big(0x61)]
+
+    def args():
+        pair[1] = b"short"              # the header value read before loses its last reference
+        yield ("a", "1")
+
+    frame = codec.encode_rewrite(1, None, (pair,), args(), None, None)
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite.headers == [("x-big", "a" * BIG)] and rewrite.args == [("a", "1")]
+    assert pair == [b"x-big", b"short"]
+
+
+def test_pair_whose_len_drops_an_earlier_value_leaves_that_entry_as_read(codec):
+    victim = [b"x-a", big(0x62)]
+
+    class Meddling(list):
+        def __len__(self):
+            victim[1] = b"short"
+            return 2
+
+    stop = gateway.decode_http_req_call_resp(payload_of(codec.encode_stop(
+        1, 200, [victim, Meddling([b"x-b", b"2"])], None))).stop
+    assert stop.headers == [("x-a", "b" * BIG), ("x-b", "2")]
+
+
+def test_entries_iterable_emptying_earlier_lists_leaves_them_as_read(codec):
+    headers = [[b"x-h", big(0x63)], [big(0x64), None]]
+    args = [("a", big(0x65))]
+
+    class Emptying:
+        def __iter__(self):
+            for pair in headers:
+                pair.clear()
+            headers.clear()
+            args.clear()
+            return iter([("r", "1")])
+
+    frame = codec.encode_rewrite(1, "/p", headers, args, Emptying(), b"body")
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite == ("/p", [("x-h", "c" * BIG), ("d" * BIG, None)], [("a", "e" * BIG)],
+                       [("r", "1")], b"body")
+
+
+def test_generator_of_pairs_held_by_nothing_else_is_written_whole(codec):
+    def pairs():
+        for i in range(3):
+            yield [b"x-%d" % i, big(0x30 + i)]
+
+    frame = codec.encode_http_resp_call_resp(1, 200, pairs(), None)
+    headers = gateway.decode_http_resp_call_resp(payload_of(frame)).headers
+    assert headers == [("x-%d" % i, chr(0x30 + i) * BIG) for i in range(3)]
+
+
+def test_arguments_are_read_in_order_each_as_it_is_then(codec):
+    body = bytearray(b"old")
+    pair = [b"x-h", b"before"]
+
+    class Id:
+        def __index__(self):
+            pair[1] = big(0x66)         # the headers are read after the id
+            return 7
+
+    def headers():
+        yield tuple(pair)
+        body[:] = b"new body, longer than the old one"    # the body is read last
+
+    frame = codec.encode_stop(Id(), 200, headers(), body)
+    resp = gateway.decode_http_req_call_resp(payload_of(frame))
+    assert resp.id == 7
+    assert resp.stop == (200, [("x-h", "f" * BIG)], b"new body, longer than the old one")
+
+
+class MeddlingStr(str):
+    """A str subclass whose methods would change the list it sits in, were they called."""
+    calls = []
+
+    def _meddle(self, *args, **kwargs):
+        MeddlingStr.calls.append(self)
+        return "x"
+
+    __str__ = __len__ = __iter__ = __getitem__ = encode = _meddle
+
+
+class MeddlingBytes(bytes):
+    calls = []
+
+    def _meddle(self, *args, **kwargs):
+        MeddlingBytes.calls.append(bytes(self))
+        return 1
+
+    __len__ = __iter__ = __getitem__ = __bytes__ = _meddle
+
+
+@pytest.mark.parametrize("where", ["name", "value", "path", "var"])
+def test_str_subclass_text_is_encode_error_and_none_of_its_methods_run(codec, where):
+    MeddlingStr.calls.clear()
+    text = MeddlingStr("x-sub")
+    with pytest.raises(EncodeError):
+        if where == "name":
+            codec.encode_stop(1, 200, [[text, "v"]], None)
+        elif where == "value":
+            codec.encode_rewrite(1, None, None, [("a", "1"), ("n", text)], None, None)
+        elif where == "path":
+            codec.encode_rewrite(1, text, [("h", "v")], None, None, None)
+        else:
+            codec.encode_extra_info_var(text)
+    assert MeddlingStr.calls == []
+
+
+def test_bytes_subclass_text_is_written_as_stored_and_none_of_its_methods_run(codec):
+    MeddlingBytes.calls.clear()
+    frame = codec.encode_rewrite(1, MeddlingBytes(b"/sub"), [(MeddlingBytes(b"x-n"),
+                                                              MeddlingBytes(b"v"))],
+                                 None, None, MeddlingBytes(b"body"))
+    rewrite = gateway.decode_http_req_call_resp(payload_of(frame)).rewrite
+    assert rewrite == ("/sub", [("x-n", "v")], None, None, b"body")
+    assert MeddlingBytes.calls == []
+
+
+def test_memoryview_released_before_it_is_read_is_encode_error(codec):
+    view = memoryview(bytearray(b"body"))
+    name = memoryview(b"x-view")
+
+    def headers():
+        view.release()
+        yield ("h", "v")
+
+    with pytest.raises(EncodeError):
+        codec.encode_stop(1, 200, headers(), view)
+    name.release()
+    with pytest.raises(EncodeError):
+        codec.encode_stop(1, 200, [(name, "v")], None)
+
+
+def test_bytearray_value_changed_by_a_later_argument_is_written_as_read(codec):
+    value = bytearray(big(0x67))
+
+    def resp_headers():
+        value[:] = b"short"             # a resize, were the writer still pointing into it
+        yield ("r", "1")
+
+    frame = codec.encode_rewrite(1, None, [("h", value)], None, resp_headers(), None)
+    assert gateway.decode_http_req_call_resp(payload_of(frame)).rewrite.headers == [
+        ("h", "g" * BIG)]
 
 
 # ---------------------------------------------------------------------------------------------

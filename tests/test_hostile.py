@@ -4,8 +4,10 @@ only that connection, each is logged with its reason, and the log is not flooded
 import random
 import re
 import socket
+import textwrap
 import time
 
+import flatbuffers
 import pytest
 
 from a6fast import gateway
@@ -245,6 +247,134 @@ def test_prepare_conf_listing_a_million_copies_of_one_plugin_is_refused_cheaply(
         assert err_code(gw.roundtrip(frame(RPC_PREPARE_CONF, payload))) == BAD_REQUEST
         assert gw.call(tokens["echo"])[0] == RPC_HTTP_REQ_CALL
     assert rss_kib([runner.proc.pid]) - before < 64 * 1024
+
+
+# Shared offsets: many slots naming one object ----------------------------------------------------
+
+@pytest.fixture(scope="module", params=["compiled", "pure"])
+def codec_runner(request, tmp_path_factory):
+    """A runner on each codec (A6FAST_NO_EXTENSIONS picks the pure one)."""
+    pure = request.param == "pure"
+    proc = RunnerProcess(tmp_path_factory.mktemp("shared-" + request.param), "--plugins",
+                         FAULT_PLUGINS, "--workers", "1",
+                         env={"A6FAST_NO_EXTENSIONS": "1" if pure else "0"})
+    assert "%s codec" % request.param in proc.log()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def req_call_sharing_one_header(token, count, value):
+    """An HTTPReqCall payload whose headers vector has ``count`` slots, all one (x-big, value)."""
+    b = flatbuffers.Builder(0)
+    name_off, value_off = b.CreateString("x-big"), b.CreateString(value)
+    b.StartObject(2)
+    b.PrependUOffsetTRelativeSlot(0, name_off, 0)
+    b.PrependUOffsetTRelativeSlot(1, value_off, 0)
+    entry = b.EndObject()
+    b.StartVector(4, count, 4)
+    for _ in range(count):
+        b.PrependUOffsetTRelative(entry)
+    headers = b.EndVector()
+    path = b.CreateString("/shared")
+    b.StartObject(7)
+    b.PrependUint32Slot(0, 1, 0)
+    b.PrependUOffsetTRelativeSlot(3, path, 0)
+    b.PrependUOffsetTRelativeSlot(5, headers, 0)
+    b.PrependUint32Slot(6, token, 0)
+    b.Finish(b.EndObject())
+    return bytes(b.Output())
+
+
+def assert_prepares_and_calls(gw):
+    token = gw.prepare([("echo", "{}")], "route#after")
+    rpc_type, payload = gw.call(token, id=43, path="/after")
+    assert rpc_type == RPC_HTTP_REQ_CALL
+    assert gateway.decode_http_req_call_resp(payload).stop.body == b"/after"
+
+
+def test_prepare_conf_whose_plugins_all_share_one_large_entry_is_bad_request(codec_runner):
+    # 70 KB on the wire naming one 64 KiB conf 1024 times: 64 MiB once decoded
+    conf = b'{"pad": "' + b"x" * 65536 + b'"}'
+    payload = prepare_conf_sharing_one_entry(1024, value=conf)
+    assert len(payload) < 72 * 1024
+    with codec_runner.gateway() as gw:
+        assert err_code(gw.roundtrip(frame(RPC_PREPARE_CONF, payload))) == BAD_REQUEST
+        assert_prepares_and_calls(gw)  # the same connection goes on
+    assert "undecodable PrepareConf" in wait_for_log(codec_runner, "undecodable PrepareConf")
+
+
+def test_headers_all_sharing_one_large_entry_read_by_a_plugin_is_bad_request(codec_runner):
+    with codec_runner.gateway() as gw:
+        token = gw.prepare([("count-headers", "{}")], "route#count-headers")
+        # 33 KB naming one 16 KiB header 4096 times: 64 MiB once decoded
+        payload = req_call_sharing_one_header(token, 4096, "v" * 16384)
+        assert len(payload) < 34000
+        assert err_code(gw.roundtrip(req_call_frame(payload))) == BAD_REQUEST
+        assert_prepares_and_calls(gw)
+
+
+def conf_of_unreadable_entries(count, key):
+    """A PrepareConf payload listing ``count`` plugins whose every slot holds 0 (an offset to
+    itself): reading any one of them is a DecodeError."""
+    b = flatbuffers.Builder(0)
+    key_off = b.CreateString(key)
+    b.StartVector(4, count, 4)
+    for _ in range(count):
+        b.PrependUint32(0)
+    conf = b.EndVector()
+    b.StartObject(2)
+    b.PrependUOffsetTRelativeSlot(0, conf, 0)
+    b.PrependUOffsetTRelativeSlot(1, key_off, 0)
+    b.Finish(b.EndObject())
+    return bytes(b.Output())
+
+
+def test_prepare_conf_listing_more_than_1024_plugins_is_refused_before_reading_them(codec_runner):
+    with codec_runner.gateway() as gw:
+        payload = conf_of_unreadable_entries(1025, "route#unread")
+        assert err_code(gw.roundtrip(frame(RPC_PREPARE_CONF, payload))) == BAD_REQUEST
+        assert_prepares_and_calls(gw)
+    # refused for its length, not for an entry it could only have found by reading them
+    log = wait_for_log(codec_runner, "'route#unread'")
+    assert "PrepareConf (key 'route#unread') lists 1025 plugins, more than 1024" in log, log
+
+
+# Decoding a PrepareConf runs out of memory: the import of this plugin file makes it so for
+# the key route#no-memory (the runner reads its codec's decoder at each PrepareConf).
+NO_MEMORY_PLUGIN = textwrap.dedent('''
+    import a6fast
+    from a6fast import codec
+
+    _decode = codec.decode_prepare_conf_req
+
+    def _decode_or_run_out(payload, max_entries=None):
+        if b"route#no-memory" in bytes(payload):
+            raise MemoryError()
+        return _decode(payload, max_entries)
+
+    codec.decode_prepare_conf_req = _decode_or_run_out
+
+    @a6fast.plugin("noop", inline=True)
+    def noop(request, conf):
+        pass
+''')
+
+
+def test_prepare_conf_failing_with_memory_error_is_answered_with_an_err(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "no_memory.py").write_text(NO_MEMORY_PLUGIN)
+    proc = RunnerProcess(tmp_path, "--plugins", FAULT_PLUGINS, "--plugins", str(plugins),
+                         "--workers", "1")
+    try:
+        with proc.gateway() as gw:
+            with pytest.raises(PrepareFailed) as failed:
+                gw.prepare([("echo", "{}")], "route#no-memory")
+            assert failed.value.code == BAD_REQUEST
+            assert_prepares_and_calls(gw)
+        assert "MemoryError" in wait_for_log(proc, "MemoryError")
+    finally:
+        assert proc.stop() == 0
 
 
 # Frames whose boundary is broken ----------------------------------------------------------------

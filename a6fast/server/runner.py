@@ -18,6 +18,7 @@ from ..protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, ERR_NAMES, INFO_REQ_B
 from .loglimit import LogLimiter
 from .loop import WRITE
 from .stats import WorkerStats, clock_ns as _clock_ns
+from .tokens import TokensExhausted
 
 log = logging.getLogger("a6fast.server")
 
@@ -548,15 +549,20 @@ class Runner:
     def prepare_conf(self, payload):
         """Answer one PrepareConf frame: the token, or an Err frame."""
         try:
-            req = codec.decode_prepare_conf_req(payload)
+            # the plugin count is checked from the vector's length, before any entry is decoded
+            req = codec.decode_prepare_conf_req(payload, MAX_CONF_PLUGINS)
             conf = req.conf
             key = req.key
+        except codec.TooManyPlugins as exc:
+            self.peer_log.warning("answering BAD_REQUEST: PrepareConf (key %s) lists %d plugins, "
+                                  "more than %d", _clip(exc.key), exc.count, exc.limit)
+            return _ERR_FRAMES[BAD_REQUEST]
         except DecodeError as exc:
             self.peer_log.warning("answering BAD_REQUEST: undecodable PrepareConf: %s", exc)
             return _ERR_FRAMES[BAD_REQUEST]
-        if len(conf) > MAX_CONF_PLUGINS:
-            self.peer_log.warning("answering BAD_REQUEST: PrepareConf (key %s) lists %d plugins, "
-                                  "more than %d", _clip(key), len(conf), MAX_CONF_PLUGINS)
+        except Exception:  # noqa: B902  a MemoryError, say: still answered, never left waiting
+            self.peer_log.error("answering BAD_REQUEST: PrepareConf could not be decoded",
+                                exc_info=True)
             return _ERR_FRAMES[BAD_REQUEST]
         try:
             token = self.confs.put(key, conf)
@@ -569,6 +575,9 @@ class Runner:
             self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %s) rejected: %s",
                                   _clip(key), exc)
             return _ERR_FRAMES[BAD_REQUEST]
+        except TokensExhausted as exc:
+            log.error("answering SERVICE_UNAVAILABLE: %s", exc)
+            return _ERR_FRAMES[SERVICE_UNAVAILABLE]
         except BaseException:  # noqa: B902  a conf hook failing, even by sys.exit(), is a bad conf
             self.plugin_log.error("answering BAD_REQUEST: PrepareConf (key %s) failed",
                                   _clip(key), exc_info=True)
