@@ -102,8 +102,7 @@ class Registry:
                 # a user plugin may take a built-in example's name on purpose
                 log.info("built-in plugin %r not loaded: %s defines that name", spec.name, first)
                 return False
-            hook = spec.request_hook or spec.response_hook
-            self._error(source, _definition_line(getattr(hook, "__func__", hook)),
+            self._error(source, _spec_line(spec),
                         "plugin %r is defined twice: here and in %s" % (spec.name, first))
             return False
         self._plugins[spec.name] = spec
@@ -254,6 +253,15 @@ def _specs_in_module(module, on_error=None):
         if spec is not None:
             specs.append(spec)
     return specs
+
+
+def _spec_line(spec):
+    """The line where a plugin is defined: its class (official-runner plugins) or hook."""
+    owner = getattr(spec, "cls", None)
+    if owner is None:
+        hook = spec.request_hook or spec.response_hook
+        owner = getattr(hook, "__func__", hook)
+    return _definition_line(owner)
 
 
 def _definition_line(obj):

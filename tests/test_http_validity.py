@@ -390,7 +390,7 @@ def test_an_invalid_field_is_answered_service_unavailable_and_logged_with_plugin
     key = "bad#%s#%s" % (plugin, conf)
     assert err_code(call(runner, [(plugin, conf)], key, phase)) == SERVICE_UNAVAILABLE
     log = runner.log()
-    failure = log[log.rindex("plugin failed; answering SERVICE_UNAVAILABLE"):]
+    failure = log[log.rindex("plugin %r failed; answering SERVICE_UNAVAILABLE" % plugin):]
     assert "raised by plugin %r" % plugin in failure and field in failure, failure
 
 
