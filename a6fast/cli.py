@@ -1,5 +1,6 @@
 """`a6fast`: the command line."""
 import logging
+import math
 import os
 import sys
 
@@ -137,6 +138,9 @@ def serve(listen, plugin_dirs, config_file, log_level, workers, threads, call_ti
     from .server import (ListenError, PluginsFailed, ServeOptions, StateError, default_workers,
                          serve as run_server)
 
+    for option, value in (("--call-timeout", call_timeout), ("--conf-expire", conf_expire)):
+        if value is not None and not math.isfinite(value):
+            fail("serve", "%s must be a number of seconds, not %r" % (option, value))
     try:
         from_file = read_config_file(config_file) if config_file else {}
         if conf_expire is None:

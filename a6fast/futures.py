@@ -205,13 +205,22 @@ class ThreadPool:
             key = self._next_key
             self._next_key = key + 1
             self._queue[key] = (future, fn, args)
-            if self._idle:
+            # an idle thread that was notified counts as idle until it runs: more work queued
+            # than idle threads needs new threads, or a burst would run one at a time
+            if self._idle >= len(self._queue) or len(self._threads) >= self.size:
                 self._lock.notify()
-            elif len(self._threads) < self.size:
+            else:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name="%s-%d" % (self._name, len(self._threads)))
-                self._threads.append(thread)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread can be made now: the ones there take it
+                    if not self._threads:
+                        del self._queue[key]
+                        raise
+                    self._lock.notify()
+                else:
+                    self._threads.append(thread)
         future.add_done_callback(lambda done: done.cancelled() and self._unqueue(key))
         return future
 

@@ -123,7 +123,7 @@ def test_a_lane_taken_over_by_a_restarted_worker_goes_on_where_it_stopped(tmp_pa
 def test_a_lane_at_its_reservation_fails_closed(tmp_path):
     lanes = lanes_in(tmp_path)
     source = lanes.source(1)  # nobody moves the reservation ahead
-    for _ in range(tokens_mod.RESERVE_AHEAD):
+    for _ in range(lanes.reserved):
         source.next()
     with pytest.raises(tokens_mod.TokensExhausted):
         source.next()
@@ -169,3 +169,22 @@ def test_token_prepared_by_one_worker_is_valid_on_another(tmp_path):
     finally:
         shared.remove()
     assert not os.path.exists(shared.dir)
+
+
+def test_thousands_of_restarts_handing_out_one_token_each_never_repeat_one(tmp_path):
+    seen = set()
+    for _ in range(3000):  # a runner in a restart loop under a service manager
+        lanes = lanes_in(tmp_path)
+        token = lanes.source(0, reserve=True).next()
+        assert token not in seen
+        seen.add(token)
+        lanes.close()
+
+
+def test_a_lower_value_never_replaces_a_higher_one_in_a_shared_state_file(tmp_path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    state = StateFile(str(state_dir / "tokens"))
+    state.write(5000)
+    state.write(10)  # another runner of the same user, further behind
+    assert state.read() == 5000

@@ -57,3 +57,47 @@ def test_blocking_work_runs_in_a_thread_and_resolves_on_the_loop():
     loop.run(lambda: bool(results) or time.monotonic() > deadline)
     loop.close()
     assert results == [42]
+
+
+def test_a_burst_of_blocking_work_runs_on_as_many_threads_as_it_needs():
+    import threading
+
+    from a6fast.futures import ThreadPool
+
+    ready = []
+    pool = ThreadPool(8, lambda fn, *args: ready.append((fn, args)))
+    first = pool.submit(lambda: None, ())  # one thread made, then idle
+    deadline = time.monotonic() + 10
+    while pool._idle != 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    together = threading.Barrier(8, timeout=10)
+    futures = [pool.submit(together.wait, ()) for _ in range(8)]
+    deadline = time.monotonic() + 20
+    while len(ready) < 9 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    results = [args for fn, args in ready if fn.__name__ == "set_result"]
+    assert len(results) == 9, ready  # all 8 met at the barrier: they ran at once
+    pool.shutdown()
+    assert first and futures
+
+
+def test_a_thread_that_cannot_start_leaves_the_pool_working(monkeypatch):
+    import threading
+
+    from a6fast.futures import ThreadPool
+
+    done = []
+    pool = ThreadPool(4, lambda fn, *args: done.append(fn.__name__))
+    pool.submit(time.sleep, (0.2,))  # a thread exists, busy
+    real_start = threading.Thread.start
+
+    def fail_once(self):
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", fail_once)
+    pool.submit(lambda: None, ())  # runs on the thread that exists
+    deadline = time.monotonic() + 10
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert done == ["set_result", "set_result"]
+    pool.shutdown()

@@ -153,3 +153,53 @@ def test_serve_reload_follows_the_plugin_files(tmp_path, workers):
         call_until(proc, "v1")
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_whose_import_hangs_holds_up_no_call_and_no_stop(tmp_path, workers):
+    proc, plugins = start(tmp_path, workers)
+    try:
+        call_until(proc, "v0")
+        (plugins / "versioned.py").write_text("import time\ntime.sleep(600)\n")
+        proc.signal(signal.SIGHUP)
+        time.sleep(0.3)  # the check is importing (and stuck) now
+        with proc.gateway(timeout=10) as gw:  # a new connection is served meanwhile
+            rpc_type, payload = gw.call_like_apisix([("versioned", "")], key="route#v", path="/p")
+            assert gateway.decode_http_req_call_resp(payload).stop.body.startswith(b"v0")
+    finally:
+        assert proc.stop(timeout=10) == 0, proc.log()
+
+
+def test_a_reload_whose_workers_fail_to_load_keeps_the_old_generation(tmp_path):
+    proc, plugins = start(tmp_path, 2)
+    try:
+        call_until(proc, "v0")
+        marker = tmp_path / "imported-once"
+        # loads in the check (the first import), fails in every worker after it
+        (plugins / "versioned.py").write_text(
+            "import os\nif os.path.exists(%r):\n    raise RuntimeError('half-copied')\n"
+            "open(%r, 'w').close()\n" % (str(marker), str(marker)) + PLUGIN % "v1")
+        proc.signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload refused" in proc.log(), 30), proc.log()
+        assert "half-copied" in proc.log()
+        assert call_until(proc, "v0").startswith("v0")
+        assert wait_until(lambda: len(children(proc.proc.pid)) == 2, 20)
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_a_reload_of_one_worker_reads_the_plugins_helper_modules_anew(tmp_path):
+    proc, plugins = start(tmp_path, 1)
+    try:
+        (plugins / "_helper.py").write_text("VERSION = 'h1'\n")
+        (plugins / "versioned.py").write_text(
+            "import a6fast\nimport _helper\n\n\n@a6fast.plugin('versioned', inline=True)\n"
+            "def versioned(request, conf):\n"
+            "    request.stop(200, body='%s %s' % (_helper.VERSION, request.path))\n")
+        proc.signal(signal.SIGHUP)
+        call_until(proc, "h1")
+        (plugins / "_helper.py").write_text("VERSION = 'h2'\n")
+        proc.signal(signal.SIGHUP)
+        call_until(proc, "h2")
+    finally:
+        assert proc.stop() == 0, proc.log()

@@ -67,7 +67,8 @@ def test_serve_refuses_what_it_cannot_listen_on(tmp_path, listen):
 @pytest.mark.parametrize("option", [("--workers", "0"), ("--workers", "1000"),
                                     ("--max-confs", "0"), ("--call-timeout", "0"),
                                     ("--call-timeout", "-1"), ("--conf-expire", "0"),
-                                    ("--threads", "0")])
+                                    ("--threads", "0"), ("--call-timeout", "nan"),
+                                    ("--conf-expire", "nan")])
 def test_serve_refuses_options_out_of_range(tmp_path, option):
     served = run("serve", "--listen", "unix:%s" % (tmp_path / "s"), *option)
     assert served.returncode == 2, served.stderr
@@ -127,3 +128,40 @@ def test_sigterm_while_plugins_are_still_importing_stops_cleanly(tmp_path, worke
             proc.kill()
             proc.wait()
     assert not (tmp_path / "s").exists()
+
+
+def test_workers_still_importing_die_with_a_killed_supervisor(tmp_path):
+    import signal
+    import time
+
+    from faultkit import alive, children
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    checked = tmp_path / "checked"
+    # the start-up check imports it at once; the workers then take long
+    (plugins / "slow.py").write_text(
+        "import os, time, a6fast\n"
+        "if os.path.exists(%r):\n    time.sleep(30)\n"
+        "open(%r, 'w').close()\n\n"
+        "@a6fast.plugin('slow', inline=True)\ndef slow(request, conf):\n    request.stop(200)\n"
+        % (str(checked), str(checked)))
+    env = dict(os.environ, PYTHONPATH=A6FAST_ROOT, XDG_STATE_HOME=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "a6fast", "serve", "--plugins", str(plugins),
+                             "--listen", "unix:%s" % (tmp_path / "s"), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in workers), "workers outlived their supervisor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

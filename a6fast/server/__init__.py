@@ -7,30 +7,21 @@ import pwd
 import resource
 import signal
 import stat
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
-from .confstore import ConfStore
 from .listener import (DEFAULT_SOCKET_MODE, ListenError, bind_unix, parse_listen_address,
                        remove_socket, socket_identity)
-from .loop import Loop
-from .runner import Runner
+from .plugins import PluginsFailed, check_plugins_apart, load_plugins
 from .shared import SharedConfs
+from .supervisor import Supervisor
 from .tokens import MAX_WORKERS, StateError, open_lanes
+from .worker import EarlyStop, serve_worker
 
 __all__ = ["ServeOptions", "serve", "ListenError", "StateError", "PluginsFailed",
            "default_workers", "MAX_WORKERS"]
 
 log = logging.getLogger("a6fast.server")
-
-_early_stop = []
-
-
-# The gateway sends SIGTERM, waits about 1 s, then SIGKILL: drain within that.
-DRAIN_SECONDS = 0.8
-
 
 def default_workers():
     try:
@@ -68,28 +59,6 @@ def _raise_fd_limit():
             pass
 
 
-class PluginsFailed(Exception):
-    """Plugins that do not load: ``errors`` lists ``(file, line, message)``; nothing started."""
-
-    def __init__(self, errors):
-        super().__init__("%d plugin load error(s)" % len(errors))
-        self.errors = list(errors)
-
-
-def load_plugins(options, quiet=False):
-    """The plugins the options name, imported in the calling process.  ``quiet``: load errors
-    are only recorded in ``registry.errors``, not logged (the caller reports them)."""
-    from ..registry import Registry
-
-    plugins_log = logging.getLogger("a6fast.plugins")
-    saved = plugins_log.disabled
-    plugins_log.disabled = quiet or saved
-    try:
-        return Registry.load(plugin_dirs=options.plugin_dirs)
-    finally:
-        plugins_log.disabled = saved
-
-
 def serve(options, registry=None):
     """Serve until SIGTERM/SIGINT; returns the exit status (0 after a clean drain).
 
@@ -102,9 +71,8 @@ def serve(options, registry=None):
     from .. import codec
 
     _raise_fd_limit()
-    # a SIGTERM that comes before the loop is up still means a clean stop, never a default death
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda s, f: _early_stop.append(s))
+    early_stop = EarlyStop()
+    early_stop.install()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until it can reload
     path = parse_listen_address(options.listen)
     if options.workers <= 1:
@@ -114,12 +82,10 @@ def serve(options, registry=None):
             raise PluginsFailed(registry.errors)
         names = registry.names()
     else:
-        from .supervisor import check_plugins_apart
-
         if registry is None:
-            report = check_plugins_apart(options)
+            report = check_plugins_apart(options, lambda: early_stop.asked)
             if report is None:
-                raise PluginsFailed([("(plugins)", 0, "checking the plugins failed; see above")])
+                return 0  # stopped (SIGTERM/SIGINT) while the plugins were checked
             if report["errors"]:
                 raise PluginsFailed(report["errors"])
             names = report["names"]
@@ -157,8 +123,9 @@ def serve(options, registry=None):
     _log_listening(path, options, codec, names)
     if options.workers <= 1:
         try:
-            return run_worker(options, registry, sock, lanes.source(0, reserve=True), None,
-                              on_stop=lambda: remove_socket(path, identity), stats=stats)
+            return serve_worker(options, registry, sock, lanes.source(0, reserve=True), None,
+                                early_stop, on_stop=lambda: remove_socket(path, identity),
+                                stats=stats)
         finally:
             remove_socket(path, identity)
             lanes.close()
@@ -166,11 +133,9 @@ def serve(options, registry=None):
                 metrics.close()
             if stats is not None:
                 stats.close()
-    from .supervisor import Supervisor
-
     shared = SharedConfs.create()
     try:
-        return Supervisor(options, registry, sock, lanes, shared, stats=stats).run()
+        return Supervisor(options, registry, sock, lanes, shared, early_stop, stats=stats).run()
     finally:
         remove_socket(path, identity)
         shared.remove()
@@ -198,97 +163,3 @@ def _log_listening(path, options, codec, names):
         log.warning("the socket belongs to root:root with mode %04o: nginx workers running as "
                     "another user (nobody, nginx, apisix) cannot connect; give their group with "
                     "--socket-group", stat.S_IMODE(st.st_mode))
-
-
-def _reload_in_place(options, runner, stats):
-    """One worker, no supervisor: the new plugin code is loaded here and checked; if it loads,
-    it serves every conf prepared from now on, and the confs prepared before are dropped (the
-    gateway, told CONF_TOKEN_NOT_FOUND, prepares them again with the new code)."""
-    registry = load_plugins(options, quiet=True)
-    if registry.errors:
-        for path, line, message in registry.errors:
-            log.error("reload refused: %s:%d: %s", path, line, message)
-        log.error("reload refused: the running plugins keep serving")
-        return False
-    runner.reload(registry)
-    if stats is not None:
-        stats.counts.reloads += 1
-    log.info("reloaded (plugins: %s)", ", ".join(registry.names()) or "none")
-    return True
-
-
-def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None):
-    """One process's loop over the listening socket, until SIGTERM/SIGINT and a drain."""
-    confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
-                      clock=time.monotonic, shared=shared)
-    loop = Loop(threads=options.threads)
-    runner = Runner(loop, sock, registry, confs, options.call_timeout)
-    if stats is not None:
-        stats.attach_worker(runner, loop, serving=shared is None)
-    stop_at = []
-
-    def stop():
-        if stop_at:
-            return
-        log.info("stopping: no new connections, finishing %d call(s) in flight", runner.busy())
-        runner.stop_accepting()
-        if on_stop is not None:
-            on_stop()
-        stop_at.append(time.monotonic() + DRAIN_SECONDS)
-        loop.call_later(DRAIN_SECONDS, lambda: None)  # wakes the loop by then, however idle
-
-    loop.on_signal(signal.SIGTERM, stop)
-    loop.on_signal(signal.SIGINT, stop)
-    if _early_stop:
-        stop()
-    retired = []
-    if shared is None:
-        # one worker, no supervisor: a reload happens here
-        loop.on_signal(signal.SIGHUP, lambda: _reload_in_place(options, runner, stats))
-        if options.reload_on_change:
-            from .supervisor import PluginWatch
-
-            watch = PluginWatch(options.plugin_dirs)
-
-            def poll():
-                if watch.changed():
-                    _reload_in_place(options, runner, stats)
-                loop.call_later(1.0, poll)
-            loop.call_later(1.0, poll)
-    else:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads
-
-        def retire():  # a reload started a new generation: give the connections back, leave
-            if not retired and not stop_at:
-                retired.append(time.monotonic() + options.call_timeout + 5.0)
-                runner.retire(sock.give_back, lambda: retired.append(True))
-        loop.on_signal(signal.SIGUSR1, retire)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    if shared is not None and not sys.platform.startswith("linux"):
-        parent = os.getppid()
-
-        def watch_parent():  # where there is no PR_SET_PDEATHSIG
-            if os.getppid() != parent:
-                stop()
-            else:
-                loop.call_later(0.5, watch_parent)
-        loop.call_later(0.5, watch_parent)
-
-    def done():
-        if retired and (len(retired) > 1 or time.monotonic() >= retired[0]):
-            return True  # every connection given back (or the last ones stuck past a deadline)
-        return bool(stop_at) and (runner.busy() == 0 or time.monotonic() >= stop_at[0])
-
-    try:
-        loop.run(done)
-    finally:
-        busy = runner.busy()
-        if busy:
-            log.warning("exiting with %d call(s) unanswered", busy)
-        runner.stop_accepting()
-        runner.close_all()
-        if stats is not None:
-            stats.detach_worker()
-        loop.close()
-    log.info("stopped")
-    return 0

@@ -28,6 +28,8 @@ RESERVE_FDS = 2
 CREDIT = b"+"
 # A connection a retiring worker gives back (after a reload), idle between two calls.
 GIVEN_BACK = b"r"
+# A new worker's word that its plugins loaded and it serves from now on.
+READY = b"R"
 
 
 class HandoffListener:
@@ -66,8 +68,19 @@ class HandoffListener:
                 pass  # the supervisor is gone or its queue is full: tried again later
         return not self.owing
 
+    def ready(self):
+        """Tell the supervisor this worker serves from now on (blocking: sent once, at start)."""
+        self.sock.setblocking(True)
+        try:
+            self.sock.send(READY)
+        finally:
+            self.sock.setblocking(False)
+
     def accept(self):
         if not self.settle():
+            # No room here: a connection still on its way is passed straight back (through
+            # the reserve) for another worker, never left waiting in this queue.
+            self._bounce()
             raise OSError(errno.EMFILE, "out of file descriptors: no more connections taken "
                                         "until one closes")
         self._release()
@@ -91,6 +104,26 @@ class HandoffListener:
             raise BlockingIOError()  # nothing came with it: no connection to serve
         return socket.socket(fileno=fds[0]), None
 
+    def _bounce(self):
+        while True:
+            self._release()
+            try:
+                _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+            except OSError:
+                self._refill()
+                return
+            for fd in fds:
+                try:
+                    socket.send_fds(self.sock, [GIVEN_BACK], [fd])
+                except OSError as exc:
+                    log.error("a connection that found no room could not be passed back: %s",
+                              exc)
+                finally:
+                    os.close(fd)
+            self._refill()
+            if not fds:
+                return
+
     def give_back(self, conn):
         """Return an idle connection to the supervisor, which deals it to a worker of the new
         generation; BlockingIOError when its queue is full (try again later)."""
@@ -107,6 +140,7 @@ class Dispatcher:
     def __init__(self):
         self.ends = {}  # slot -> the supervisor's end
         self.credits = {}  # slot -> connections its worker has room for
+        self.ready = set()  # slots whose worker said its plugins loaded: only they are dealt to
         self.retired = set()  # slots of workers leaving after a reload: dealt nothing more
         self._turn = 0
         # accepted while every worker's queue was full: handed over before anything new is accepted
@@ -121,6 +155,8 @@ class Dispatcher:
         mine.setblocking(False)
         self.ends[slot] = mine
         self.credits[slot] = INITIAL_CREDITS
+        self.ready.discard(slot)
+        self.retired.discard(slot)
         return theirs
 
     def retire(self, slot):
@@ -132,21 +168,25 @@ class Dispatcher:
             self._collect(slot)
             self.ends.pop(slot).close()
             del self.credits[slot]
+        self.ready.discard(slot)
         self.retired.discard(slot)
 
-    def retired_fds(self):
-        return [self.ends[slot].fileno() for slot in self.retired if slot in self.ends]
+    def is_ready(self, slot):
+        return slot in self.ready
 
-    def collect_retired(self):
-        for slot in list(self.retired):
-            if slot in self.ends:
-                self._collect(slot)
+    def fds(self):
+        return [end.fileno() for end in self.ends.values()]
+
+    def collect_all(self):
+        for slot in list(self.ends):
+            self._collect(slot)
 
     def close_all(self):
         for end in self.ends.values():
             end.close()
         self.ends.clear()
         self.credits.clear()
+        self.ready.clear()
         self.retired.clear()
         while self.waiting:
             self.waiting.popleft().close()
@@ -191,11 +231,13 @@ class Dispatcher:
             if fds:
                 for fd in fds:
                     self.waiting.append(socket.socket(fileno=fd))
+            elif data == READY:
+                self.ready.add(slot)
             elif data:
                 self.credits[slot] += data.count(CREDIT)
 
     def deal(self, conn):
-        slots = sorted(slot for slot in self.ends if slot not in self.retired)
+        slots = sorted(slot for slot in self.ready if slot not in self.retired)
         for _ in range(len(slots)):  # (none: kept waiting until a worker starts)
             slot = slots[self._turn % len(slots)]
             self._turn += 1

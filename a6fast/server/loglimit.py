@@ -63,3 +63,10 @@ class LogLimiter:
             self.logger.warning("%d more %s suppressed (at most %d logged per %gs)",
                                 self._suppressed, self.what, self.burst, self.period)
             self._suppressed = 0
+
+
+def clip(text, limit=120):
+    """A peer-chosen string as logged: repr'd, its first ``limit`` characters only."""
+    if text is None or len(text) <= limit:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:limit], len(text))

@@ -16,8 +16,9 @@ The state file is trusted only where no one else can write: a directory owned by
 user and writable by no one else, a regular file owned by that user, opened without following
 links.  Nothing ever locks it: one process (the supervisor, or the single worker) writes it.
 Without usable state (no --state-file and no private default directory) sequences start from the
-clock, which is unique across restarts unless the last run handed out more than CLOCK_RATE
-tokens a second per worker over its life.
+clock: unique across restarts only while the last run handed out fewer than CLOCK_RATE tokens a
+second per worker over its life, the clock did not step back, and the sequence space (which the
+clock goes round in 3.9 days) did not wrap in between.
 """
 import logging
 import mmap
@@ -32,7 +33,9 @@ LANES = 1 << LANE_BITS
 MAX_WORKERS = LANES // 2
 SEQUENCE_BITS = 32 - LANE_BITS
 SEQUENCE_SPAN = 1 << SEQUENCE_BITS
-# The reservation runs this far ahead of the highest sequence handed out.
+# The reservation runs ahead of the highest sequence handed out by as much as has been used,
+# at least MIN_AHEAD and at most RESERVE_AHEAD.
+MIN_AHEAD = 1 << 12
 RESERVE_AHEAD = 1 << 17
 CLOCK_RATE = 100  # sequences per second when starting from the clock
 STATE_FILE_NAME = "tokens"
@@ -126,7 +129,11 @@ class StateFile:
         return value if value >= 0 else None
 
     def write(self, value):
-        """Replace the stored value at once (a new file renamed over the old one)."""
+        """Replace the stored value at once (a new file renamed over the old one); never with a
+        lower one (runners of one user may share the file)."""
+        stored = self.read()
+        if stored is not None and stored > value:
+            value = stored
         tmp = "%s.%d.tmp" % (self.name, os.getpid())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
                      dir_fd=self.dir_fd)
@@ -187,9 +194,13 @@ class TokenLanes:
         """Move the reservation ahead of the lanes when they come near its end (the end is
         stored before it is published).  Cheap to call often."""
         used = max(self._get(lane) for lane in range(LANES))
-        if self.reserved and used + RESERVE_AHEAD // 2 < self.reserved:
+        # ahead by as much as was used, between MIN_AHEAD and RESERVE_AHEAD: a run that hands
+        # out few tokens uses up little of the sequence space, so that restarts in a loop wrap
+        # around only after thousands of them
+        ahead = min(max(MIN_AHEAD, used), RESERVE_AHEAD)
+        if self.reserved and used + ahead // 2 < self.reserved:
             return
-        reserved = min(used + RESERVE_AHEAD, SEQUENCE_SPAN)
+        reserved = min(used + ahead, SEQUENCE_SPAN)
         if reserved == self.reserved:
             return
         if self.state is not None:
