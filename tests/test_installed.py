@@ -52,6 +52,16 @@ def test_the_pure_wheel_runs_the_pure_codec():
     assert not glob.glob(os.path.join(os.path.dirname(a6fast.__file__), "_codec*.so"))
 
 
+@pytest.mark.skipif(os.environ.get("A6FAST_NO_EXTENSIONS", "") not in ("", "0")
+                    or os.environ.get("A6FAST_EXPECT_PURE") == "1",
+                    reason="the pure codec was asked for")
+def test_the_compiled_codec_is_in_use_unless_the_pure_one_was_asked_for():
+    # a build whose extension failed installs and runs on the pure codec: the suite must fail
+    # on it rather than pass on the fallback
+    assert codec.FALLBACK_REASON is None, codec.FALLBACK_REASON
+    assert codec.IMPLEMENTATION == "compiled"
+
+
 def test_the_package_is_typed():
     assert os.path.exists(os.path.join(os.path.dirname(a6fast.__file__), "py.typed"))
 

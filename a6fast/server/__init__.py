@@ -142,6 +142,10 @@ def _log_listening(path, options, codec, names):
     log.info("a6fast listening on unix:%s (pid %d, %d worker(s), %s codec, plugins: %s)", path,
              os.getpid(), options.workers, codec.IMPLEMENTATION,
              ", ".join(sorted(names)) if names is not None else "unknown (see above)")
+    if codec.FALLBACK_REASON is not None:
+        log.warning("the compiled codec is not installed (%s): running on the pure-Python codec, "
+                    "several times slower per call; install a C compiler and Python headers and "
+                    "reinstall a6fast from source", codec.FALLBACK_REASON)
 
 
 def run_worker(options, registry, sock, tokens, shared, on_stop=None, stats=None):
