@@ -52,9 +52,15 @@ bench: $(STAMP)
 memory: $(STAMP)
 	$(PY) bench/memory.py
 
-## floor: our runner against bench-tools' ideal_runner under a6load, alternating rounds
-floor: $(STAMP)
-	$(PY) bench/floor.py
+## floor: our runner against the C floor runner (parses nothing) under the C load generator,
+## both built here from bench/floor/*.c, alternating rounds
+FLOOR_BIN := build/floor
+$(FLOOR_BIN)/%: bench/floor/%.c
+	@mkdir -p $(FLOOR_BIN)
+	$(CC) -O2 -Wall -o $@ $<
+
+floor: $(STAMP) $(FLOOR_BIN)/floor_runner $(FLOOR_BIN)/a6load
+	$(PY) bench/floor.py --bin $(FLOOR_BIN)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .hypothesis a6fast/_codec.c a6fast/*.so a6fast/*.html
