@@ -44,8 +44,12 @@ class build_ext_or_fall_back(build_ext):
             self._fall_back("Cython is not installed (%s)" % exc, exc)
             self.extensions = []
             return
-        self.extensions = cythonize(self.extensions, compiler_directives={"language_level": "3"},
-                                    quiet=True)
+        # the generated C replaces the .pyx in the same Extension objects: setuptools has
+        # already finalized them for the build
+        generated = cythonize(self.extensions, compiler_directives={"language_level": "3"},
+                              quiet=True)
+        for ext, done in zip(self.extensions, generated, strict=True):
+            ext.sources = done.sources
         try:
             super().run()
         except PlatformError as exc:   # no compiler for this platform at all

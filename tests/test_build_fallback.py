@@ -1,5 +1,6 @@
 """Building from source without a C compiler: the build falls back to the pure codec with one
-loud warning, and the install serves; with A6FAST_REQUIRE_EXTENSIONS=1 the same build fails.
+loud warning, and the install serves; with A6FAST_REQUIRE_EXTENSIONS=1 the same build fails;
+with the compiler, the same sdist builds the compiled codec.
 
 The compiler is taken away with CC=/bin/false (setuptools then compiles and links with it), so
 the build really runs and really fails to compile; builds use this environment's setuptools and
@@ -72,6 +73,24 @@ def test_require_extensions_makes_the_same_build_fail(fallback, tmp_path):
     assert built.returncode != 0, output[-3000:]
     assert "could not be built and A6FAST_REQUIRE_EXTENSIONS=1" in output, output[-3000:]
     assert not glob.glob(str(tmp_path / "*.whl"))
+
+
+def test_with_a_compiler_the_same_sdist_builds_the_compiled_codec(fallback, tmp_path):
+    out, _ = fallback
+    (sdist,) = glob.glob(str(out / "a6fast-*.tar.gz"))
+    env = dict(os.environ, A6FAST_REQUIRE_EXTENSIONS="1")
+    env.pop("CC", None)
+    env.pop("A6FAST_NO_EXTENSIONS", None)
+    built = subprocess.run([sys.executable, "-m", "build", "--no-isolation",
+                            "--skip-dependency-check", "--wheel", "--outdir", str(tmp_path), sdist],
+                           capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output[-3000:]
+    assert WARNING_LINE not in output
+    (whl,) = glob.glob(str(tmp_path / "a6fast-*.whl"))
+    assert not whl.endswith("-py3-none-any.whl"), whl
+    with zipfile.ZipFile(whl) as z:
+        assert [n for n in z.namelist() if n.startswith("a6fast/_codec.") and n.endswith(".so")]
 
 
 def test_the_fallback_install_serves_on_the_pure_codec_and_says_so(fallback, tmp_path):
