@@ -1,10 +1,13 @@
-# a6fast: `make serve` starts the runner on the built-in examples, `make test` runs every test.
-# Both set up .venv first (and, on a bare Debian as root, the system packages a build needs).
+# a6fast: `make serve` starts the runner on the built-in examples (and your plugins with
+# PLUGINS=dir), `make test` runs every test.  Both set up .venv first (and, on a bare Debian as
+# root, the system packages a build needs).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOCKET ?= /tmp/a6fast.sock
+PLUGINS ?=
+SERVE_PLUGINS := $(foreach dir,$(PLUGINS),--plugins $(dir))
 STAMP := $(VENV)/.installed
 
 .PHONY: setup install dev serve test bench memory floor fuzz soak clean system-deps
@@ -32,12 +35,13 @@ setup: $(STAMP)
 install:
 	$(PYTHON) -m pip install .
 
-## dev / serve: run the runner on $(SOCKET) with the built-in example plugins
+## dev / serve: run the runner on $(SOCKET) with the built-in example plugins and those of the
+## directories in $(PLUGINS)
 dev: $(STAMP)
-	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) --log-level debug
+	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) $(SERVE_PLUGINS) --log-level debug
 
 serve: $(STAMP)
-	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET)
+	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) $(SERVE_PLUGINS)
 
 ## test: the whole test suite, both codec paths
 test: $(STAMP)

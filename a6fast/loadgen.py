@@ -61,7 +61,8 @@ DEFAULT_KEY = "route#a6fast-bench#ext-plugin-pre-req#1"
 CONNECT_TIMEOUT = 1.0   # the gateway's
 RECV_SIZE = 64 * 1024     # below malloc's mmap threshold: no mmap/munmap per recv
 _WORKER_BITS = 22       # call id = (worker << 22) + counter, as the gateway makes it
-_KINDS_CACHED = 4096    # distinct answer frames whose decoding is kept
+_KINDS_CACHED = 4096    # distinct answer frames whose decoding is kept, each of at most:
+_KIND_FRAME_MAX = 4096  # bytes (a runner's large answers are decoded each time, not hoarded)
 
 _EV_IN, _EV_OUT = select.POLLIN, select.POLLOUT
 _unpack_header = struct.Struct(">I").unpack_from
@@ -428,7 +429,7 @@ class _Driver:
         known = self._kinds.get(frame)
         if known is None:
             known = answer_kind(frame[0], frame[4:])
-            if len(self._kinds) < _KINDS_CACHED:
+            if len(frame) <= _KIND_FRAME_MAX and len(self._kinds) < _KINDS_CACHED:
                 self._kinds[frame] = known
         kind, answer_id, error = known
         self.answers[kind] += 1
