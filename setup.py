@@ -65,6 +65,10 @@ class build_ext_or_fall_back(build_ext):
                 self.build_extension(ext)
             except (PlatformError, CCompilerError, ExecError, OSError, ValueError) as exc:
                 self._fall_back("%s: %s" % (type(exc).__name__, exc), exc)
+                # a binary left in build/ by an earlier build would otherwise ship in its place
+                stale = self.get_ext_fullpath(ext.name)
+                if os.path.exists(stale):
+                    os.remove(stale)
             else:
                 built.append(ext)
         self.extensions = built

@@ -82,7 +82,13 @@ else:
         from . import _codec as _impl
     except ImportError as exc:
         from . import _codec_py as _impl
-        FALLBACK_REASON = str(exc)
+        from importlib.machinery import EXTENSION_SUFFIXES
+
+        _here = os.path.dirname(os.path.abspath(__file__))
+        if any(os.path.exists(os.path.join(_here, "_codec" + s)) for s in EXTENSION_SUFFIXES):
+            FALLBACK_REASON = "it does not load: %s" % exc   # another Python's build, say
+        else:
+            FALLBACK_REASON = "no _codec%s in %s" % (EXTENSION_SUFFIXES[0], _here)
 
 IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
 

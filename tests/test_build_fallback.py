@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 
 import pytest
@@ -76,21 +77,42 @@ def test_require_extensions_makes_the_same_build_fail(fallback, tmp_path):
 
 
 def test_with_a_compiler_the_same_sdist_builds_the_compiled_codec(fallback, tmp_path):
+    """...and a build without one after the source changed, in the same tree, does not ship the
+    out-of-date binary left in build/."""
     out, _ = fallback
     (sdist,) = glob.glob(str(out / "a6fast-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path, filter="data")
+    (tree,) = glob.glob(str(tmp_path / "a6fast-*"))
     env = dict(os.environ, A6FAST_REQUIRE_EXTENSIONS="1")
-    env.pop("CC", None)
-    env.pop("A6FAST_NO_EXTENSIONS", None)
-    built = subprocess.run([sys.executable, "-m", "build", "--no-isolation",
-                            "--skip-dependency-check", "--wheel", "--outdir", str(tmp_path), sdist],
-                           capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
-    output = built.stdout + built.stderr
-    assert built.returncode == 0, output[-3000:]
+    for name in ("CC", "A6FAST_NO_EXTENSIONS"):
+        env.pop(name, None)
+
+    def wheel(outdir, env):
+        built = subprocess.run([sys.executable, "-m", "build", "--no-isolation",
+                                "--skip-dependency-check", "--wheel", "--outdir", outdir, tree],
+                               capture_output=True, text=True, timeout=600, env=env, cwd=tree)
+        output = built.stdout + built.stderr
+        assert built.returncode == 0, output[-3000:]
+        (whl,) = glob.glob(os.path.join(outdir, "a6fast-*.whl"))
+        with zipfile.ZipFile(whl) as z:
+            return whl, output, [n for n in z.namelist() if n.endswith((".so", ".pyd"))]
+
+    whl, output, binaries = wheel(str(tmp_path / "with"), env)
     assert WARNING_LINE not in output
-    (whl,) = glob.glob(str(tmp_path / "a6fast-*.whl"))
     assert not whl.endswith("-py3-none-any.whl"), whl
-    with zipfile.ZipFile(whl) as z:
-        assert [n for n in z.namelist() if n.startswith("a6fast/_codec.") and n.endswith(".so")]
+    assert [n for n in binaries if n.startswith("a6fast/_codec.")], binaries
+
+    # the codec's source changed since: the binary in build/ is out of date, the build without
+    # a compiler fails to replace it, and must not ship it
+    pyx = os.path.join(tree, "a6fast", "_codec.pyx")
+    later = os.stat(pyx).st_mtime + 3600
+    os.utime(pyx, (later, later))
+    env.pop("A6FAST_REQUIRE_EXTENSIONS")
+    env["CC"] = "/bin/false"
+    whl, output, binaries = wheel(str(tmp_path / "without"), env)
+    assert WARNING_LINE in output
+    assert whl.endswith("-py3-none-any.whl") and binaries == [], (whl, binaries)
 
 
 def test_the_fallback_install_serves_on_the_pure_codec_and_says_so(fallback, tmp_path):
@@ -113,12 +135,12 @@ def test_the_fallback_install_serves_on_the_pure_codec_and_says_so(fallback, tmp
     assert where.returncode == 0, where.stderr
     file, implementation, reason = where.stdout.split(" ", 2)
     assert file.startswith(str(site)), file
-    assert implementation == "pure" and "_codec" in reason
+    assert implementation == "pure" and reason.startswith("no _codec.") and str(site) in reason
 
     runner = RunnerProcess(tmp_path, "--workers", "1", env=env, python=python)
     try:
         log = runner.log()
-        assert "pure codec" in log and "the compiled codec is not installed" in log, log
+        assert "pure codec" in log and "the compiled codec is not in use (no _codec." in log, log
         with runner.gateway() as gw:
             token = gw.prepare([("stop", '{"status": 403, "body": "no"}')])
             rpc_type, payload = gw.call(token, id=7, method="GET", path="/")

@@ -143,7 +143,7 @@ def _log_listening(path, options, codec, names):
              os.getpid(), options.workers, codec.IMPLEMENTATION,
              ", ".join(sorted(names)) if names is not None else "unknown (see above)")
     if codec.FALLBACK_REASON is not None:
-        log.warning("the compiled codec is not installed (%s): running on the pure-Python codec, "
+        log.warning("the compiled codec is not in use (%s): running on the pure-Python codec, "
                     "several times slower per call; install a C compiler and Python headers and "
                     "reinstall a6fast from source", codec.FALLBACK_REASON)
 
