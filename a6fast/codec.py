@@ -3,7 +3,8 @@
 Two implementations with one API and one behaviour: ``a6fast._codec`` (Cython, the hot path) and
 ``a6fast._codec_py`` (pure Python, for platforms without a wheel and as the test oracle).  This
 module picks one at import: the pure one when ``A6FAST_NO_EXTENSIONS`` is set to a non-empty value
-other than ``0``, or when the extension is not built.  ``IMPLEMENTATION`` says which.
+other than ``0``, or when the extension is not built.  ``IMPLEMENTATION`` says which, and
+``FALLBACK_REASON`` why the pure one is used when it was not asked for.
 
 API (both modules)
 ------------------
@@ -79,15 +80,27 @@ def _want_pure():
     return value not in ("", "0")
 
 
+# Why the pure codec is in use although it was not asked for (None otherwise): `a6fast serve`
+# warns with it, since pip hides the build's own warning.
+FALLBACK_REASON = None
+
 if _want_pure():
     from . import _codec_py as _impl
 else:
     try:
         from . import _codec as _impl
-    except ImportError:
+    except ImportError as exc:
         from . import _codec_py as _impl
+        from importlib.machinery import EXTENSION_SUFFIXES
+
+        _here = os.path.dirname(os.path.abspath(__file__))
+        if any(os.path.exists(os.path.join(_here, "_codec" + s)) for s in EXTENSION_SUFFIXES):
+            FALLBACK_REASON = "it does not load: %s" % exc   # another Python's build, say
+        else:
+            FALLBACK_REASON = "no _codec%s in %s" % (EXTENSION_SUFFIXES[0], _here)
 
 IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
 
 globals().update({name: getattr(_impl, name) for name in _NAMES})
-__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError", "TooManyPlugins"]
+__all__ = list(_NAMES) + ["IMPLEMENTATION", "FALLBACK_REASON", "DecodeError", "EncodeError",
+                          "TooManyPlugins"]

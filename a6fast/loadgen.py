@@ -1,17 +1,22 @@
 """``a6fast bench``: load any ext-plugin runner the way the gateway does, and measure it.
 
 Like APISIX: one PrepareConf on its own connection, then N connections kept open and reused, each
-with one HTTPReqCall in flight at a time, for D seconds; ExtraInfo requests from the runner are
-answered in the middle of a call.  Reported: answered calls per second, latency (p50, p99, max,
-in microseconds, from sending a call to reading its answer) and errors by kind.
+with one HTTPReqCall in flight at a time, for D seconds (or C calls); ExtraInfo requests from the
+runner are answered in the middle of a call, from the variables and body given.  The request is
+shaped at will (method, path, args, headers, source IP), so a plugin's success path can be loaded
+as well as its refusals.  Reported: answered calls per second, latency (p50, p99, max, in
+microseconds, from sending a call to reading its answer), answers by kind (Stop by status,
+Rewrite, no change, Err by code), the ExtraInfo questions asked, and errors by kind.
 
 Made to cost the runner's machine little: frames are encoded once per connection with the conf
 token already in them, one process drives all its connections with one epoll loop over
-non-blocking sockets, and an answer is only looked at up to its type byte (``--verify`` decodes
-every answer in full).  ``--processes P`` spreads the connections over P such processes.
+non-blocking sockets, and an answer is decoded once per distinct frame (a connection's answers
+repeat byte for byte when its plugins answer alike).  ``--processes P`` spreads the connections
+over P such processes.
 """
 import array
 import gc
+import ipaddress
 import json
 import multiprocessing
 import select
@@ -26,12 +31,13 @@ from typing import Dict, List, Optional, Tuple
 import click
 
 from . import gateway
-from .errors import DecodeError
-from .protocol import (ERR_NAMES, INFO_REQ_BODY, INFO_VAR, METHOD_VALUES,
-                       RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_NAMES, RPC_PREPARE_CONF)
+from .errors import DecodeError, EncodeError
+from .protocol import (ACTION_NONE, ACTION_REWRITE, ACTION_STOP, ERR_NAMES, INFO_REQ_BODY,
+                       INFO_VAR, METHOD_VALUES, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
+                       RPC_NAMES, RPC_PREPARE_CONF)
 
 __all__ = ["LoadSpec", "LoadResult", "LoadError", "run_load", "bench_command",
-           "request_headers", "REQUEST_ARGS", "REQUEST_PATH"]
+           "request_headers", "REQUEST_ARGS", "REQUEST_PATH", "answer_kind"]
 
 # The request gen_frames.py (bench-tools) sends, so that `a6fast bench` and a6load compare.
 REQUEST_PATH = "/api/v1/users/12345/orders"
@@ -55,6 +61,8 @@ DEFAULT_KEY = "route#a6fast-bench#ext-plugin-pre-req#1"
 CONNECT_TIMEOUT = 1.0   # the gateway's
 RECV_SIZE = 64 * 1024     # below malloc's mmap threshold: no mmap/munmap per recv
 _WORKER_BITS = 22       # call id = (worker << 22) + counter, as the gateway makes it
+_KINDS_CACHED = 4096    # distinct answer frames whose decoding is kept, each of at most:
+_KIND_FRAME_MAX = 4096  # bytes (a runner's large answers are decoded each time, not hoarded)
 
 _EV_IN, _EV_OUT = select.POLLIN, select.POLLOUT
 _unpack_header = struct.Struct(">I").unpack_from
@@ -94,13 +102,16 @@ class LoadSpec:
     key: Optional[str] = DEFAULT_KEY
     conf_token: Optional[int] = None   # given: no PrepareConf, calls carry this token
     connections: int = 16
-    seconds: float = 5.0
+    seconds: Optional[float] = 5.0     # None: no time limit (``calls`` must then be given)
+    calls: Optional[int] = None        # calls to send in all; None: as many as time allows
     processes: int = 1
     method: str = "GET"
     path: Optional[str] = REQUEST_PATH
-    headers: int = 10
+    headers: int = 10                  # how many of the browser-like set, unless header_list
     cookie: int = 0
-    args: int = 5
+    args: int = 5                      # how many generated args, unless arg_list
+    header_list: Optional[List[Tuple[str, str]]] = None   # exactly these headers
+    arg_list: Optional[List[Tuple[str, Optional[str]]]] = None   # exactly these args
     src_ip: Optional[str] = REQUEST_SRC_IP
     vars: Dict[str, bytes] = field(default_factory=dict)
     req_body: Optional[bytes] = None
@@ -123,6 +134,8 @@ class LoadResult:
     answered: int                    # answers of any type, Err included
     errors: Counter                  # kind -> count
     extra_info: int                  # ExtraInfo exchanges answered in the middle of calls
+    answers: Counter                 # answer kind (answer_kind) -> count
+    questions: Counter               # ExtraInfo question ("var NAME", "request body") -> count
     latencies: array.array
     cpu_seconds: float               # CPU time of the load generator itself
     frame_size: int
@@ -159,7 +172,8 @@ class LoadResult:
             "p50_us": round(self.percentile_us(0.5), 1),
             "p99_us": round(self.percentile_us(0.99), 1),
             "max_us": round(self.max_us, 1), "errors": dict(self.errors),
-            "extra_info": self.extra_info, "frame_size": self.frame_size,
+            "answers": dict(self.answers), "extra_info": self.extra_info,
+            "extra_info_questions": dict(self.questions), "frame_size": self.frame_size,
             "loadgen_cpu_us_per_call": round(self.cpu_seconds * 1e6 / max(1, self.answered), 2),
         }
 
@@ -213,10 +227,45 @@ def prepare_conf(path, conf, key, timeout=10.0):
 
 def call_frame(spec, call_id, conf_token):
     """The HTTPReqCall frame one connection sends again and again."""
+    if spec.header_list is not None:
+        headers = list(spec.header_list)
+        if spec.cookie:
+            headers.append(("cookie", "s=" + "a" * spec.cookie))
+    else:
+        headers = request_headers(spec.headers, spec.cookie)
+    args = list(spec.arg_list) if spec.arg_list is not None else request_args(spec.args)
     return gateway.encode_http_req_call_req(
         id=call_id, conf_token=conf_token, method=spec.method, path=spec.path,
-        src_ip=spec.src_ip, args=request_args(spec.args),
-        headers=request_headers(spec.headers, spec.cookie))
+        src_ip=spec.src_ip, args=args, headers=headers)
+
+
+def answer_kind(rpc_type, payload):
+    """What an answer to an HTTPReqCall is: ``(kind, id or None, error kind or None)``.
+
+    Kinds: ``Stop <status>``, ``Rewrite``, ``no change``, ``Err <CODE>``; anything else is also
+    an error (another frame type, an undecodable answer, an unknown action)."""
+    if rpc_type == RPC_ERR:
+        try:
+            code = gateway.decode_err(payload)
+        except DecodeError:
+            return "bad answer (undecodable Err)", None, "bad answer (undecodable Err)"
+        kind = "Err %s" % ERR_NAMES.get(code, code)
+        return kind, None, kind
+    if rpc_type != RPC_HTTP_REQ_CALL:
+        kind = "answer type %d (%s)" % (rpc_type, RPC_NAMES.get(rpc_type, "unknown"))
+        return kind, None, kind
+    try:
+        resp = gateway.decode_http_req_call_resp(payload)
+    except DecodeError:
+        return "bad answer (undecodable)", None, "bad answer (undecodable)"
+    if resp.action_type == ACTION_STOP:
+        return "Stop %d" % resp.stop.status, resp.id, None
+    if resp.action_type == ACTION_REWRITE:
+        return "Rewrite", resp.id, None
+    if resp.action_type == ACTION_NONE:
+        return "no change", resp.id, None
+    kind = "bad answer (action type %d)" % resp.action_type
+    return kind, resp.id, kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,20 +307,23 @@ class _Conn:
 class _Driver:
     """Keeps its connections busy with one call each until ``seconds`` have passed."""
 
-    def __init__(self, path, frames, seconds, timeout, vars, req_body, verify):
+    def __init__(self, path, frames, seconds, calls, timeout, vars, req_body):
         self.path = path
         self.frames = frames            # [(call_id, frame)], one per connection
-        self.seconds = seconds
+        self.seconds = seconds          # None: until ``calls`` are answered
+        self.to_send = calls            # calls left to send; None: no limit
         self.timeout_ns = int(timeout * 1e9)
         self.vars = vars
         self.req_body = req_body
-        self.verify = verify
         self.errors = Counter()
+        self.answers = Counter()
+        self.questions = Counter()
         self.extra_info = 0
         self.lat = array.array("q")
         self.poller = _Poller()
         self.conns = {}
         self._extra_answers = {}
+        self._kinds = {}                # answer frame -> answer_kind(...)
 
     # connections ------------------------------------------------------------------------------
     def open(self, call_id, frame):
@@ -290,10 +342,19 @@ class _Driver:
                 pass
             conn.sock.close()
 
+    def take_call(self):
+        """One more call may be sent (the count left goes down): False once all were sent."""
+        if self.to_send is None:
+            return True
+        if self.to_send <= 0:
+            return False
+        self.to_send -= 1
+        return True
+
     def reopen(self, conn, now, end):
         """The runner closed ``conn``: as the gateway would, use a new connection (in time)."""
         self.drop(conn)
-        if now >= end:
+        if now >= end or not self.take_call():
             return None
         try:
             fresh = self.open(conn.call_id, conn.frame)
@@ -342,39 +403,40 @@ class _Driver:
             info_type, name = gateway.decode_extra_info_req(payload)
         except DecodeError:
             self.errors["bad ExtraInfo request"] += 1
+            self.questions["undecodable question"] += 1
             return self.send(conn, gateway.encode_extra_info_resp(None))
-        answer = self._extra_answers.get((info_type, name))
-        if answer is None:
+        known = self._extra_answers.get((info_type, name))
+        if known is None:
             if info_type == INFO_VAR:
                 result = self.vars.get(name)
+                question = "var %s" % name
+                missing = "no --var %s=...: answered absent" % name
             elif info_type == INFO_REQ_BODY:
                 result = self.req_body
-            else:
-                result = None   # no response body in the request phase
-            answer = self._extra_answers[(info_type, name)] = gateway.encode_extra_info_resp(result)
-        return self.send(conn, answer)
+                question, missing = "request body", "no --body: answered absent"
+            else:   # no response body in the request phase
+                result = None
+                question, missing = "ExtraInfo type %d" % info_type, "answered absent"
+            if result is None:
+                question = "%s (%s)" % (question, missing)
+            known = self._extra_answers[(info_type, name)] = (
+                gateway.encode_extra_info_resp(result), question)
+        self.questions[known[1]] += 1
+        return self.send(conn, known[0])
 
-    def check_answer(self, conn, rpc_type, payload):
-        """Count an answer that is not a plain HTTPReqCall answer (or, verifying, a bad one)."""
-        if rpc_type == RPC_ERR:
-            try:
-                code = gateway.decode_err(payload)
-            except DecodeError:
-                self.errors["bad answer (undecodable Err)"] += 1
-                return
-            self.errors["Err %s" % ERR_NAMES.get(code, code)] += 1
-        elif rpc_type != RPC_HTTP_REQ_CALL:
-            self.errors["answer type %d (%s)" % (rpc_type, RPC_NAMES.get(rpc_type, "unknown"))] += 1
-        elif self.verify:
-            try:
-                resp = gateway.decode_http_req_call_resp(payload)
-            except DecodeError:
-                self.errors["bad answer (undecodable)"] += 1
-                return
-            if resp.id != conn.call_id:
-                self.errors["bad answer (id %d for call %d)" % (resp.id, conn.call_id)] += 1
-            elif resp.action_type > 2:
-                self.errors["bad answer (action type %d)" % resp.action_type] += 1
+    def count_answer(self, conn, frame):
+        """Count one answer (the whole frame) by kind, and as an error where it is one."""
+        known = self._kinds.get(frame)
+        if known is None:
+            known = answer_kind(frame[0], frame[4:])
+            if len(frame) <= _KIND_FRAME_MAX and len(self._kinds) < _KINDS_CACHED:
+                self._kinds[frame] = known
+        kind, answer_id, error = known
+        self.answers[kind] += 1
+        if error is not None:
+            self.errors[error] += 1
+        elif answer_id != conn.call_id:
+            self.errors["bad answer (id %d for call %d)" % (answer_id, conn.call_id)] += 1
 
     # the loop ---------------------------------------------------------------------------------
     def connect_all(self):
@@ -389,11 +451,15 @@ class _Driver:
         lat = self.lat
         record = lat.append
         poll = self.poller.poll
-        verify = self.verify
+        count_answer = self.count_answer
+        take_call = self.take_call
         cpu0 = time.process_time()
         start = clock()
-        end = start + int(self.seconds * 1e9)
+        end = start + int(self.seconds * 1e9) if self.seconds is not None else float("inf")
         for conn in list(conns.values()):
+            if not take_call():
+                self.drop(conn)
+                continue
             conn.t0 = clock()
             self.send(conn, conn.frame)
         last = start
@@ -426,8 +492,7 @@ class _Driver:
                     stop = pos + 4 + (word & 0xFFFFFF)
                     if stop > size:
                         break
-                    rpc_type = word >> 24
-                    if rpc_type == RPC_EXTRA_INFO:
+                    if word >> 24 == RPC_EXTRA_INFO:
                         if not self.answer_extra_info(conn, data[pos + 4:stop]):
                             break
                         pos = stop
@@ -435,10 +500,9 @@ class _Driver:
                     now = clock()
                     record(now - conn.t0)
                     last = now
-                    if rpc_type != RPC_HTTP_REQ_CALL or verify:
-                        self.check_answer(conn, rpc_type, data[pos + 4:stop])
+                    count_answer(conn, data[pos:stop])
                     pos = stop
-                    if now >= end:
+                    if now >= end or not take_call():
                         self.drop(conn)
                         break
                     conn.t0 = now
@@ -471,10 +535,10 @@ class _Driver:
         self.poller.close()
 
 
-def _drive(path, frames, spec, barrier=None):
-    """Run one process's connections; a plain dict, so it can cross a process boundary."""
-    driver = _Driver(path, frames, spec.seconds, spec.timeout, spec.vars, spec.req_body,
-                     spec.verify)
+def _drive(path, frames, spec, calls, barrier=None):
+    """Run one process's connections (``calls`` of them in all, None: no limit); a plain dict,
+    so it can cross a process boundary."""
+    driver = _Driver(path, frames, spec.seconds, calls, spec.timeout, spec.vars, spec.req_body)
     try:
         try:
             driver.connect_all()
@@ -495,12 +559,13 @@ def _drive(path, frames, spec, barrier=None):
     finally:
         driver.close()
     return {"start": start, "last": last, "cpu": cpu, "errors": dict(driver.errors),
+            "answers": dict(driver.answers), "questions": dict(driver.questions),
             "extra_info": driver.extra_info, "lat": driver.lat.tobytes()}
 
 
-def _child(conn, path, frames, spec, barrier):
+def _child(conn, path, frames, spec, calls, barrier):
     try:
-        conn.send(("ok", _drive(path, frames, spec, barrier)))
+        conn.send(("ok", _drive(path, frames, spec, calls, barrier)))
     except BaseException as exc:  # noqa: B902  reported to the parent, which exits non-zero
         conn.send(("error", "%s: %s" % (type(exc).__name__, exc)))
     finally:
@@ -509,8 +574,13 @@ def _child(conn, path, frames, spec, barrier):
 
 def run_load(spec):
     """PrepareConf (unless ``spec.conf_token`` is given), then the load: a ``LoadResult``."""
-    if spec.connections < 1 or spec.processes < 1 or spec.seconds <= 0:
-        raise LoadError("connections and processes must be >= 1 and seconds > 0")
+    if spec.connections < 1 or spec.processes < 1:
+        raise LoadError("connections and processes must be >= 1")
+    if spec.seconds is None and spec.calls is None:
+        raise LoadError("give seconds or calls (or both)")
+    if (spec.seconds is not None and spec.seconds <= 0) or (spec.calls is not None
+                                                             and spec.calls < 1):
+        raise LoadError("seconds must be > 0 and calls >= 1")
     path = socket_path(spec.listen)
     if spec.conf_token is None:
         if not spec.conf:
@@ -518,24 +588,31 @@ def run_load(spec):
         token = prepare_conf(path, spec.conf, spec.key)
     else:
         token = spec.conf_token
-    frames = [(index, call_frame(spec, index, token)) for index in range(spec.connections)]
-    processes = min(spec.processes, spec.connections)
+    connections = spec.connections if spec.calls is None else min(spec.connections, spec.calls)
+    try:
+        frames = [(index, call_frame(spec, index, token)) for index in range(connections)]
+    except EncodeError as exc:
+        raise LoadError("the request cannot be encoded: %s" % exc) from None
+    processes = min(spec.processes, connections)
     if processes == 1:
-        parts = [_drive(path, frames, spec)]
+        parts = [_drive(path, frames, spec, calls=spec.calls)]
     else:
         parts = _drive_in_processes(path, frames, spec, processes)
     lat = array.array("q")
-    errors = Counter()
+    errors, answers, questions = Counter(), Counter(), Counter()
     for part in parts:
         part_lat = array.array("q")
         part_lat.frombytes(part["lat"])
         lat.extend(part_lat)
         errors.update(part["errors"])
+        answers.update(part["answers"])
+        questions.update(part["questions"])
     lat = array.array("q", sorted(lat))
     seconds = (max(p["last"] for p in parts) - min(p["start"] for p in parts)) / 1e9
-    return LoadResult(conf_token=token, connections=spec.connections, processes=processes,
+    return LoadResult(conf_token=token, connections=connections, processes=processes,
                       seconds=seconds, answered=len(lat), errors=errors,
-                      extra_info=sum(p["extra_info"] for p in parts), latencies=lat,
+                      extra_info=sum(p["extra_info"] for p in parts), answers=answers,
+                      questions=questions, latencies=lat,
                       cpu_seconds=sum(p["cpu"] for p in parts), frame_size=len(frames[0][1]))
 
 
@@ -546,13 +623,19 @@ def _drive_in_processes(path, frames, spec, processes):
     children = []
     for index in range(processes):
         share = frames[index::processes]
+        calls = None
+        if spec.calls is not None:   # the calls shared out like the connections
+            calls = spec.calls // processes + (1 if index < spec.calls % processes else 0)
         receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(sender, path, share, spec, barrier), daemon=True)
+        proc = ctx.Process(target=_child, args=(sender, path, share, spec, calls, barrier),
+                           daemon=True)
         proc.start()
         sender.close()
         children.append((proc, receiver))
     parts, failures = [], []
-    deadline = time.monotonic() + spec.seconds + spec.timeout + 30.0
+    # a run limited by calls alone is bounded by the calls' timeouts
+    limit = spec.seconds if spec.seconds is not None else spec.calls * spec.timeout
+    deadline = time.monotonic() + limit + spec.timeout + 30.0
     for proc, receiver in children:
         try:
             if not receiver.poll(max(0.0, deadline - time.monotonic())):
@@ -581,22 +664,40 @@ def _drive_in_processes(path, frames, spec, processes):
 def _describe(spec, result, plugins):
     lines = []
     what = ", ".join(plugins) if plugins else "conf_token %d" % result.conf_token
-    lines.append("a6fast bench: %s, %s: %d connection(s) in %d process(es), %.1f s"
-                 % (spec.listen, what, result.connections, result.processes, spec.seconds))
-    lines.append("  request    %s %s, %d headers%s, %d args: %d-byte frame, conf_token %d"
-                 % (spec.method, spec.path, spec.headers,
-                    " + %d-byte cookie" % spec.cookie if spec.cookie else "", spec.args,
+    limits = []
+    if spec.calls is not None:
+        limits.append("%d calls" % spec.calls)
+    if spec.seconds is not None:
+        limits.append("%.1f s" % spec.seconds)
+    lines.append("a6fast bench: %s, %s: %d connection(s) in %d process(es), %s"
+                 % (spec.listen, what, result.connections, result.processes,
+                    " or ".join(limits)))
+    if spec.header_list is not None:
+        headers = "%d header(s) given" % len(spec.header_list)
+    else:
+        headers = "%d headers" % spec.headers
+    args = ("%d arg(s) given" % len(spec.arg_list) if spec.arg_list is not None
+            else "%d args" % spec.args)
+    lines.append("  request    %s %s from %s, %s%s, %s: %d-byte frame, conf_token %d"
+                 % (spec.method, spec.path, spec.src_ip or "no source IP", headers,
+                    " + %d-byte cookie" % spec.cookie if spec.cookie else "", args,
                     result.frame_size, result.conf_token))
     lines.append("  calls      %d answered in %.2f s: %.0f calls/s (%d ok)"
                  % (result.answered, result.seconds, result.calls_per_s, result.ok))
     lines.append("  latency    p50 %.1f us, p99 %.1f us, max %.1f us"
                  % (result.percentile_us(0.5), result.percentile_us(0.99), result.max_us))
+    lines.append("  answers")
+    for kind, count in sorted(result.answers.items(), key=lambda item: (-item[1], item[0])):
+        lines.append("    %-50s %d" % (kind, count))
     if result.extra_info:
-        lines.append("  extra info %d ExtraInfo requests answered" % result.extra_info)
+        lines.append("  extra info %d ExtraInfo questions answered" % result.extra_info)
+        for question, count in sorted(result.questions.items(),
+                                      key=lambda item: (-item[1], item[0])):
+            lines.append("    %-50s %d" % (question, count))
     if result.errors:
         lines.append("  errors     %d" % result.error_count)
-        for kind, count in sorted(result.errors.items(), key=lambda item: -item[1]):
-            lines.append("    %-40s %d" % (kind, count))
+        for kind, count in sorted(result.errors.items(), key=lambda item: (-item[1], item[0])):
+            lines.append("    %-50s %d" % (kind, count))
     else:
         lines.append("  errors     none")
     cpu_share = result.cpu_seconds / result.seconds / result.processes if result.seconds else 0.0
@@ -617,6 +718,51 @@ def _parse_var(ctx, param, values):
     return out
 
 
+def _parse_headers(ctx, param, values):
+    if not values:
+        return None
+    out = []
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter("expected NAME:VALUE, got %r" % item)
+        out.append((name.strip(), value.lstrip()))   # "name: value", as curl -H takes it
+    return out
+
+
+def _parse_args(ctx, param, values):
+    if not values:
+        return None
+    out = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not name:
+            raise click.BadParameter("expected NAME=VALUE or NAME, got %r" % item)
+        out.append((name, value if sep else None))   # a bare ?flag has no value
+    return out
+
+
+def _parse_src_ip(ctx, param, value):
+    if value in (None, ""):
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise click.BadParameter("%r is not an IPv4 or IPv6 address" % value) from None
+
+
+def _parse_body(ctx, param, value):
+    if value is None:
+        return None
+    if value.startswith("@"):
+        try:
+            with open(value[1:], "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise click.BadParameter("cannot read %s: %s" % (value[1:], exc.strerror)) from None
+    return value.encode("utf-8")
+
+
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--listen", metavar="unix:PATH", envvar="APISIX_LISTEN_ADDRESS",
               default="unix:/tmp/a6fast.sock", show_default=True,
@@ -634,59 +780,93 @@ def _parse_var(ctx, param, values):
                    "know, to measure its CONF_TOKEN_NOT_FOUND path).")
 @click.option("-c", "--connections", type=click.IntRange(1, 100000), default=16,
               show_default=True, help="Connections, each with one call in flight.")
-@click.option("-d", "--seconds", type=click.FloatRange(0, min_open=True), default=5.0,
-              show_default=True, help="How long to send calls.")
+@click.option("-d", "--seconds", type=click.FloatRange(0, min_open=True), default=None,
+              help="How long to send calls. Default: 5, or no limit with --calls.")
+@click.option("-n", "--calls", type=click.IntRange(1, None), default=None,
+              help="Send this many calls in all, then stop (with --seconds: whichever ends "
+                   "first).")
 @click.option("-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Load processes the connections are spread over.")
 @click.option("--method", type=click.Choice(sorted(METHOD_VALUES, key=METHOD_VALUES.get),
               case_sensitive=False), default="GET", show_default=True)
 @click.option("--path", "req_path", default=REQUEST_PATH, show_default=True,
               help="The request path (without its query).")
-@click.option("--headers", type=click.IntRange(0, 100000), default=10, show_default=True,
-              help="Request headers to send (a browser-like set, then x-extra-N).")
+@click.option("--header", "header_list", multiple=True, metavar="NAME:VALUE",
+              callback=_parse_headers,
+              help="A request header (repeatable, in order). Given any, the request carries "
+                   "exactly these instead of the browser-like set of --headers.")
+@click.option("--headers", type=click.IntRange(0, 100000), default=None,
+              help="Request headers to send (a browser-like set, then x-extra-N). "
+                   "Default: 10, or none beside those of --header.")
 @click.option("--cookie", type=click.IntRange(0, 1 << 23), default=0, metavar="BYTES",
               help="Add a cookie header 's=' + this many bytes.")
-@click.option("--args", "nargs", type=click.IntRange(0, 100000), default=5, show_default=True,
-              help="Query args to send.")
+@click.option("--arg", "arg_list", multiple=True, metavar="NAME=VALUE", callback=_parse_args,
+              help="A query arg (repeatable, in order; a bare NAME has no value). Given any, "
+                   "the request carries exactly these instead of the generated --args.")
+@click.option("--args", "nargs", type=click.IntRange(0, 100000), default=None,
+              help="Query args to send (generated). Default: 5, or none beside those of --arg.")
+@click.option("--src-ip", default=REQUEST_SRC_IP, show_default=True, callback=_parse_src_ip,
+              help="The client's address (IPv4 or IPv6); '' sends none.")
 @click.option("--var", "vars", multiple=True, metavar="NAME=VALUE", callback=_parse_var,
               help="Answer to an ExtraInfo request for this variable (repeatable); "
                    "unknown ones are answered absent, like the gateway does.")
-@click.option("--body", default=None, help="Request body answered to ExtraInfo ReqBody.")
+@click.option("--body", default=None, metavar="TEXT|@FILE", callback=_parse_body,
+              help="Request body answered to ExtraInfo request-body questions (@FILE: the "
+                   "file's bytes). Without it the body is answered absent.")
+@click.option("--expect", "expected", multiple=True, metavar="KIND",
+              help="An answer kind every call should get, as reported ('Stop 401', 'Rewrite', "
+                   "'no change', 'Err BAD_REQUEST'; repeatable): any other is an error.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=10.0,
               show_default=True, help="Seconds a call may wait for its answer before it counts "
                                       "as an error and its connection is replaced.")
-@click.option("--verify", is_flag=True,
-              help="Decode every answer and check its id and action (costs load-gen CPU).")
+@click.option("--verify", is_flag=True, hidden=True,
+              help="No longer needed: every answer is checked (kept for old command lines).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def bench(listen, plugins, confs, key, conf_token, connections, seconds, processes, method,
-          req_path, headers, cookie, nargs, vars, body, timeout, verify, as_json):
-    """Load a runner the way APISIX does and report calls/s, latency and errors.
+def bench(listen, plugins, confs, key, conf_token, connections, seconds, calls, processes, method,
+          req_path, header_list, headers, cookie, arg_list, nargs, src_ip, vars, body, expected,
+          timeout, verify, as_json):
+    """Load a runner the way APISIX does and report calls/s, latency, answers and errors.
 
     One PrepareConf with the given plugins, then CONNECTIONS connections kept open, each with
-    one HTTPReqCall in flight, for SECONDS; ExtraInfo requests are answered like the gateway
-    answers them. Errors are counted by kind: Err answers by code, answers of another type,
-    connections the runner closed, calls left unanswered. Exits 1 if there was any error.
+    one HTTPReqCall in flight, for SECONDS (or CALLS calls); ExtraInfo requests are answered like
+    the gateway answers them, from --var and --body. Answers are counted by kind: Stop by status,
+    Rewrite, no change, Err by code. Errors are counted by kind: Err answers, answers of another
+    type or for another call, connections the runner closed, calls left unanswered, and, with
+    --expect, answers of any other kind. Exits 1 if there was any error.
 
     \b
-    Example:
-      a6fast bench --listen unix:/tmp/a6fast.sock --plugin stop --conf '{"body":"hi"}' \\
+    Examples:
+      a6fast bench --listen unix:/tmp/a6fast.sock --plugin stop --conf '{"body":"hi"}' \
           --connections 16 --seconds 5
+      a6fast bench --plugin auth --header 'authorization: Bearer good-token' \
+          --var remote_addr=203.0.113.7 --expect Rewrite --calls 10000
     """
     if len(confs) > len(plugins):
         raise click.UsageError("more --conf than --plugin values; they pair by position")
     if not plugins and conf_token is None:
         raise click.UsageError("pass --plugin NAME [--conf JSON] (or --token N)")
+    if header_list is not None and headers is not None:
+        raise click.UsageError("--header and --headers do not mix: give the headers or a count")
+    if arg_list is not None and nargs is not None:
+        raise click.UsageError("--arg and --args do not mix: give the args or a count")
+    if seconds is None and calls is None:
+        seconds = 5.0
     conf = [(name, confs[index] if index < len(confs) else "{}")
             for index, name in enumerate(plugins)]
     spec = LoadSpec(listen=listen, conf=conf, key=key, conf_token=conf_token,
-                    connections=connections, seconds=seconds, processes=processes,
-                    method=method.upper(), path=req_path, headers=headers, cookie=cookie,
-                    args=nargs, vars=vars, req_body=None if body is None else body.encode("utf-8"),
-                    timeout=timeout, verify=verify)
+                    connections=connections, seconds=seconds, calls=calls, processes=processes,
+                    method=method.upper(), path=req_path,
+                    headers=10 if headers is None else headers, header_list=header_list,
+                    cookie=cookie, args=5 if nargs is None else nargs, arg_list=arg_list,
+                    src_ip=src_ip, vars=vars, req_body=body, timeout=timeout)
     try:
         result = run_load(spec)
     except LoadError as exc:
         raise click.ClickException(str(exc)) from None
+    if expected:
+        for kind, count in result.answers.items():
+            if kind not in expected:
+                result.errors["unexpected answer: %s" % kind] += count
     if as_json:
         click.echo(json.dumps(result.as_dict(), sort_keys=True))
     else:

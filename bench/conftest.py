@@ -7,9 +7,9 @@ and, after the tables, the median ratios between the implementations.
 ``reference`` is the official ``flatbuffers`` library with the ``a6pluginprotos`` generated code
 (module ``A6``) doing the same work as our codec: reading every field of an HTTPReqCall.Req with
 its accessors (strings decoded to ``str`` the way our codec returns them) and building the answers
-with the A6 builders.  The request frames are built here once, with the same headers and args as
-``bench-tools/gen_frames.py``, so these numbers and the socket numbers of ``make floor`` describe
-the same requests.
+with the A6 builders.  The request frames are built here once, with the headers and args that
+`a6fast bench` and the load generator of ``make floor`` send (``a6fast.loadgen``), so these
+numbers and the socket numbers of ``make floor`` describe the same requests.
 """
 import importlib
 import statistics
@@ -26,25 +26,26 @@ from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH
 
 IMPLEMENTATIONS = ("compiled", "pure", "reference")
 
-# The placeholder gen_frames.py writes where the load generator patches in the real conf_token.
+# A conf_token for frames no runner reads (the earlier load generator's placeholder value).
 TOKEN_PLACEHOLDER = 0xA6A6A6A6
 
-# the request of bench-tools' gen_frames.py, as `a6fast bench` sends it too
+# the request `a6fast bench` and make floor send
 HEADERS_10 = list(REQUEST_HEADERS)
 ARGS_5 = list(REQUEST_ARGS)
 PATH = REQUEST_PATH
 SRC_IP = bytes([10, 0, 0, 7])
 CALL_ID = 42
 
-# The answers the benchmarks encode: the Stop is the one ideal_runner sends back.
+# The answers the benchmarks encode (a Stop of the size the floor runner answers with).
 STOP = dict(status=200, headers=[("x-runner", "ideal")], body=b"hi")
 REWRITE = dict(path="/rewritten", headers=[("x-runner", "ideal"), ("x-user", "12345")])
-# The conf of the built-in ``stop`` example that bench/floor.sh and the whole-call bench run.
+# The conf of the built-in ``stop`` example that bench/floor.py and the whole-call bench run.
 STOP_EXAMPLE_CONF = '{"body": "hi"}'
 
 
 def request_headers(count, cookie=0):
-    """``count`` headers as gen_frames.py makes them, plus a cookie of ``cookie`` bytes."""
+    """``count`` headers as ``a6fast.loadgen.request_headers`` makes them, plus a cookie of
+    ``cookie`` bytes."""
     headers = HEADERS_10[:count]
     extra = 0
     while len(headers) < count:
@@ -83,7 +84,7 @@ def _ref_vector(b, start_vector, offsets):
 
 
 def build_call_frame(headers, conf_token=TOKEN_PLACEHOLDER):
-    """An HTTPReqCall frame (GET, IPv4, ARGS_5) laid out exactly as gen_frames.py lays it out."""
+    """An HTTPReqCall frame (GET, IPv4, ARGS_5) built with the official flatbuffers builder."""
     b = flatbuffers.Builder(1024)
     path = b.CreateString(PATH)
     args = _ref_vector(b, HCReq.StartArgsVector, _ref_entries(b, ARGS_5))

@@ -21,7 +21,7 @@ PLUGINS = os.path.join(HERE, "plugins")
 class RunnerProcess:
     """`a6fast serve` in a subprocess, its log in a file."""
 
-    def __init__(self, tmp_path, *args, env=None, sock_name="runner.sock", wait=True):
+    def __init__(self, tmp_path, *args, env=None, sock_name="runner.sock", wait=True, python=None):
         self.dir = str(tmp_path)
         self.path = os.path.join(self.dir, sock_name)
         self.log_path = os.path.join(self.dir, "runner-%d.log" % time.monotonic_ns())
@@ -32,7 +32,7 @@ class RunnerProcess:
         # conf token state in the test's own directory, never the machine's default
         full_env["XDG_STATE_HOME"] = os.path.join(self.dir, "state")
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "a6fast", "serve"]
+        cmd = list(python or [sys.executable]) + ["-m", "a6fast", "serve"]
         if "--listen" not in args and "--config" not in args and "APISIX_LISTEN_ADDRESS" not in (env or {}):
             cmd += ["--listen", "unix:" + self.path]
         cmd += list(args)

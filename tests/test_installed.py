@@ -52,6 +52,16 @@ def test_the_pure_wheel_runs_the_pure_codec():
     assert not glob.glob(os.path.join(os.path.dirname(a6fast.__file__), "_codec*.so"))
 
 
+@pytest.mark.skipif(os.environ.get("A6FAST_NO_EXTENSIONS", "") not in ("", "0")
+                    or os.environ.get("A6FAST_EXPECT_PURE") == "1",
+                    reason="the pure codec was asked for")
+def test_the_compiled_codec_is_in_use_unless_the_pure_one_was_asked_for():
+    # a build whose extension failed installs and runs on the pure codec: the suite must fail
+    # on it rather than pass on the fallback
+    assert codec.FALLBACK_REASON is None, codec.FALLBACK_REASON
+    assert codec.IMPLEMENTATION == "compiled"
+
+
 def test_the_package_is_typed():
     assert os.path.exists(os.path.join(os.path.dirname(a6fast.__file__), "py.typed"))
 
@@ -89,8 +99,11 @@ def test_sdist_carries_the_cython_source_and_the_tests_but_no_generated_c(tmp_pa
     assert {"a6fast/_codec.pyx", "a6fast/py.typed", "setup.py", "pyproject.toml", "MANIFEST.in",
             "tests/conftest.py", "tests/harness.py", "tests/test_codec.py",
             "tests/reference/ext-plugin.fbs", "tests/plugins/toolkit/guards.py",
-            "examples/tests/test_block_bots.py", "docs/shipping.md"} <= names
-    assert not [n for n in names if n.endswith((".c", ".so", ".pyc"))]
+            "examples/tests/test_block_bots.py", "docs/shipping.md",
+            "bench/floor/floor_runner.c", "bench/floor/a6load.c"} <= names
+    # the only C is the floor tools' source: no generated codec C, nothing built
+    assert not [n for n in names if n.endswith((".c", ".so", ".pyc"))
+                and not n.startswith("bench/floor/")]
 
 
 @pytest.mark.skipif(not IN_SOURCE_TREE, reason="needs the source tree")

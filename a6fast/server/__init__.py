@@ -163,3 +163,7 @@ def _log_listening(path, options, codec, names):
         log.warning("the socket belongs to root:root with mode %04o: nginx workers running as "
                     "another user (nobody, nginx, apisix) cannot connect; give their group with "
                     "--socket-group", stat.S_IMODE(st.st_mode))
+    if codec.FALLBACK_REASON is not None:
+        log.warning("the compiled codec is not in use (%s): running on the pure-Python codec, "
+                    "several times slower per call; install a C compiler and Python headers and "
+                    "reinstall a6fast from source", codec.FALLBACK_REASON)
