@@ -7,7 +7,7 @@ no thread); otherwise a coroutine drives it and the answer may come back as a Fu
 import ast
 
 from .codec import encode_http_resp_call_resp, encode_no_action
-from .futures import run, run_blocking
+from .futures import run_blocking, start
 from .http import Request, Response
 from .plugin import ASYNC, INLINE
 
@@ -101,7 +101,7 @@ class Chain:
             except Exception as exc:
                 _blame_answer(exc, steps)
                 raise
-        return run(_drive(request, steps))
+        return start(_drive(request, steps))
 
     def call_response(self, req, ctx):
         """Run the response phase for ``req`` (HTTPRespCallReq); every plugin runs, in order."""
@@ -124,7 +124,7 @@ class Chain:
             except Exception as exc:
                 _blame_answer(exc, steps)
                 raise
-        return run(_drive(response, steps))
+        return start(_drive(response, steps))
 
     def __len__(self):
         return len(self.names)
@@ -133,30 +133,30 @@ class Chain:
         return "<Chain key=%r plugins=%r>" % (self.key, self.names)
 
 
-async def _drive(call, steps):
+async def _drive(phase, steps):
     """A phase with async or threaded hooks: each awaited in turn, then the answer."""
     name = None
     try:
         for hook, mode, conf, name in steps:
             if mode == INLINE:
-                result = hook(call, conf)
+                result = hook(phase, conf)
                 if result is not None:
                     _returned(result, name)
             elif mode == ASYNC:
-                result = await hook(call, conf)
+                result = await hook(phase, conf)
                 if result is not None:
                     _returned(result, name)
             else:
-                result = await run_blocking(hook, call, conf)
+                result = await run_blocking(hook, phase, conf)
                 if result is not None:
                     _returned(result, name)
-            if call._stop is not None:
+            if phase._stop is not None:
                 break
     except Exception as exc:
         _blame(exc, name)
         raise
     try:
-        return call._answer()
+        return phase._answer()
     except Exception as exc:
         _blame_answer(exc, steps)
         raise

@@ -140,7 +140,7 @@ class Task(Future):
         return True
 
 
-def run(coro):
+def start(coro):
     """Run ``coro`` until it first waits: its result, or a ``Task`` still pending."""
     try:
         awaited = coro.send(None)
@@ -298,6 +298,11 @@ def wait_from_thread(call_soon_threadsafe, start, timeout):
 
 
 _offload = None
+
+
+def get_offload():
+    """The ``submit`` installed by ``set_offload`` (None outside a loop)."""
+    return _offload
 
 
 def set_offload(submit):

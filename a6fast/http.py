@@ -178,7 +178,7 @@ def _stop_headers(headers, body):
     return pairs
 
 
-class Entries:
+class _EntryView:
     """A read-only multi-valued view of headers or args, reflecting this call's changes.
 
     ``v[name]`` is the first value (KeyError if absent), ``get(name, default)``,
@@ -311,7 +311,7 @@ class Entries:
         return entries
 
 
-class Headers(Entries):
+class Headers(_EntryView):
     """Headers: names are case-insensitive."""
 
     __slots__ = ()
@@ -323,7 +323,7 @@ class Headers(Entries):
     _check = staticmethod(_check_header)
 
 
-class Args(Entries):
+class Args(_EntryView):
     """Query args: names are case-sensitive; a bare ``?flag`` has value None, ``?y=`` has ""."""
 
     __slots__ = ()
@@ -343,7 +343,7 @@ def _as_bytes(body):
     raise TypeError("a body must be str or bytes, not %s" % type(body).__name__)
 
 
-class _Call:
+class _Phase:
     """What both phases share: the codec object, the call's context, cached ExtraInfo."""
 
     # _thread is the loop's (calls start there): the blocking getters refuse to run on it.
@@ -398,7 +398,7 @@ class _Call:
         return None if raw is None else raw.decode("utf-8", "surrogateescape")
 
 
-class Request(_Call):
+class Request(_Phase):
     """The proxied request, in the request phase (HTTPReqCall).
 
     Read: ``id``, ``conf_token``, ``method``, ``path``, ``src_ip``, ``headers``, ``args`` (views
@@ -571,7 +571,7 @@ class Request(_Call):
         return "<Request id=%d %s %s>" % (self.id, self.method, self.path)
 
 
-class Response(_Call):
+class Response(_Phase):
     """The upstream's response, in the response phase (HTTPRespCall).
 
     Read: ``id``, ``conf_token``, ``status``, ``headers`` (with changes).  Act: ``set_status``,

@@ -789,7 +789,7 @@ class PluginTester:
         loop = _Loop(self._get_pool)
         ctx = _Context(loop, known_vars, body, body_type, self.call_timeout)
         deadline = time.monotonic() + self.call_timeout
-        previous = futures._offload
+        previous = futures.get_offload()
         futures.set_offload(loop.run_in_thread)
         try:
             try:

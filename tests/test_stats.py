@@ -64,8 +64,15 @@ def test_merge_sums_workers_and_keeps_the_gone_ones_in_the_totals():
 def test_a_timed_call_counts_in_its_bucket_and_in_the_sum():
     from a6fast.server.stats import clock_ns
 
+    class _Confs:
+        def __len__(self):
+            return 0
+
+        def calls_by_plugin(self):
+            return {}
+
     class _Runner:  # what snapshot() reads of a runner
-        confs = {}
+        confs = _Confs()
         stats_calls = 3
 
         class loop:

@@ -48,6 +48,15 @@ class ConfStore:
         for conf in list(self._by_token.values()):
             self._drop(conf, early=False)
 
+    def calls_by_plugin(self):
+        """Calls per plugin name: those of every conf stored now or dropped before."""
+        out = dict(self.dropped_calls)
+        for conf in list(self._by_token.values()):
+            if conf.calls:
+                for name in getattr(conf.chain, "names", ()):
+                    out[name] = out.get(name, 0) + conf.calls
+        return out
+
     def __len__(self):
         return len(self._by_token)
 

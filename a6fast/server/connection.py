@@ -240,14 +240,14 @@ class Connection:
         else:
             self.fail(CONF_TOKEN_NOT_FOUND, None)
 
-    def run_inline(self, rpc_type, req, run):
+    def run_inline(self, rpc_type, req, handle):
         """A call whose plugins all run inline: answered now, and no context is needed.
         (The hot path, kept apart from run_call: about 3% fewer instructions per call.)"""
         runner = self.runner
         runner.stats_calls += 1
         started = _clock_ns() if runner.stats_calls & 7 == 1 else 0
         try:
-            answer = run(req, None)
+            answer = handle(req, None)
         except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
             self.call_failed(rpc_type, req.id, exc)
         else:
@@ -258,7 +258,7 @@ class Connection:
         if started:
             runner.stats.observe(rpc_type, started)
 
-    def run_call(self, rpc_type, req, run):
+    def run_call(self, rpc_type, req, handle):
         """A call whose plugins may wait (ExtraInfo, a thread): they get a Call as context."""
         runner = self.runner
         runner.stats_calls += 1
@@ -266,7 +266,7 @@ class Connection:
         started = _clock_ns() if runner.stats_calls & 7 == 1 else 0
         call = Call(self, rpc_type, req.id)
         try:
-            answer = run(req, call)
+            answer = handle(req, call)
         except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
             self.call_failed(rpc_type, req.id, exc)
         else:

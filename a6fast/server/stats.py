@@ -121,13 +121,7 @@ class RunnerCounts:
 
 def plugin_calls(confs) -> Dict[str, int]:
     """Calls per plugin: the calls of every conf, stored or dropped, whose chain runs it."""
-    out = dict(getattr(confs, "dropped_calls", {}))
-    for conf in list(getattr(confs, "_by_token", {}).values()):
-        calls = getattr(conf, "calls", 0)
-        if calls:
-            for name in getattr(conf.chain, "names", ()):
-                out[name] = out.get(name, 0) + calls
-    return dict(sorted(out.items()))
+    return dict(sorted(confs.calls_by_plugin().items()))
 
 
 def _err_frames():
