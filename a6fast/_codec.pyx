@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False, overflowcheck=False, auto_pickle=False
 """The compiled codec: the API and behaviour documented in ``a6fast.codec``, byte for byte and
-error for error the same as its pure twin ``a6fast._codec_py`` (whose docstring gives the layout).
+error for error the same as its pure twin ``a6fast._codec_py`` (whose tables are read and built by
+``a6fast._flatbuffers``: its docstring gives the layout).
 
 Reads check every offset against the payload before following it, in 64-bit arithmetic so that
 no length near 2**32 can wrap.  Writers run one layout function twice: once measuring, once
@@ -138,8 +139,8 @@ cdef object _ubytes(const uint8_t* p, int64_t n, const _Table* t, int slot):
 
 # Shared offsets: any number of a vector's slots may point at one entry, so each entry is charged
 # what it occupies of its own in a payload where nothing is shared, and a vector may charge at
-# most twice the payload plus 4 KiB (the pure twin's field_entries says why, and how that bounds
-# a whole frame).
+# most twice the payload plus 4 KiB (a6fast._flatbuffers.field_entries says why, and how that
+# bounds a whole frame).
 cdef enum:
     _ENTRY_COST = 8       # its slot and its table's soffset
     _STRING_COST = 4      # a string's length, on top of its bytes

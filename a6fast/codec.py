@@ -53,7 +53,7 @@ Conventions
   ``a6fast.errors.DecodeError``, never anything else and never a read outside the buffer.
 - Decoding is linear in the payload's size: FlatBuffers lets many offsets share one object, so
   each entry list is charged for what it decodes and one that comes to more than twice the
-  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._codec_py.field_entries``).
+  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._flatbuffers.field_entries``).
 - Writers read each argument once, in argument order, and write what they read: code that runs
   while a later argument is read (an iterable, ``__index__``) cannot change an earlier one.
 - Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload
