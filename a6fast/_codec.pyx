@@ -24,7 +24,18 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from .errors import DecodeError, EncodeError, TooManyPlugins
-from .protocol import METHODS
+from .protocol import METHODS as _METHODS
+
+__all__ = [
+    "encode_header", "decode_header",
+    "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
+    "decode_extra_info_resp",
+    "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
+    "encode_rewrite", "encode_http_resp_call_resp", "encode_extra_info_var",
+    "encode_extra_info_req_body", "encode_extra_info_resp_body",
+    "PrepareConfReq", "HTTPReqCallReq", "HTTPRespCallReq",
+    "DecodeError", "EncodeError", "TooManyPlugins",
+]
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -225,10 +236,15 @@ cdef enum:
     _HAVE_HEADERS = 8
 
 
+# Each class's docstring starts "Name(args)", then "--" alone: CPython makes that the class's
+# __text_signature__, so inspect.signature() gives the constructor's as it does for the pure twin.
 @cython.final
 @cython.freelist(16)
 cdef class HTTPReqCallReq:
-    """An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
+    """HTTPReqCallReq(payload)
+--
+
+An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
 
     cdef readonly uint32_t id
     cdef readonly int method
@@ -301,7 +317,7 @@ cdef class HTTPReqCallReq:
 
     def __repr__(self):
         return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
-            self.id, self.conf_token, METHODS[self.method])
+            self.id, self.conf_token, _METHODS[self.method])
 
 
 def decode_http_req_call(payload):
@@ -314,7 +330,10 @@ def decode_http_req_call(payload):
 @cython.final
 @cython.freelist(8)
 cdef class HTTPRespCallReq:
-    """An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
+    """HTTPRespCallReq(payload)
+--
+
+An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
 
     cdef readonly uint32_t id
     cdef readonly uint32_t status
@@ -367,7 +386,10 @@ def decode_http_resp_call(payload):
 
 @cython.final
 cdef class PrepareConfReq:
-    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+    """PrepareConfReq(payload, max_entries=None)
+--
+
+A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
 
     With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 

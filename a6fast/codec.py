@@ -59,11 +59,11 @@ Conventions
 - Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload
   larger than ``MAX_PAYLOAD``.
 """
-import os
+from os import environ as _environ
 
-from .errors import DecodeError, EncodeError, TooManyPlugins  # noqa: F401  (re-exported)
+from .errors import DecodeError, EncodeError, TooManyPlugins
 
-_NAMES = (
+__all__ = [
     "encode_header", "decode_header",
     "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
     "decode_extra_info_resp",
@@ -71,23 +71,33 @@ _NAMES = (
     "encode_rewrite", "encode_http_resp_call_resp", "encode_extra_info_var",
     "encode_extra_info_req_body", "encode_extra_info_resp_body",
     "PrepareConfReq", "HTTPReqCallReq", "HTTPRespCallReq",
-)
+    "DecodeError", "EncodeError", "TooManyPlugins", "IMPLEMENTATION",
+]
 
-
-def _want_pure():
-    value = os.environ.get("A6FAST_NO_EXTENSIONS", "")
-    return value not in ("", "0")
-
-
-if _want_pure():
-    from . import _codec_py as _impl
-else:
+_pure = _environ.get("A6FAST_NO_EXTENSIONS", "") not in ("", "0")
+if not _pure:
     try:
-        from . import _codec as _impl
+        from . import _codec  # noqa: F401  (imported first only to learn whether it is built)
     except ImportError:
-        from . import _codec_py as _impl
+        _pure = True
 
-IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
+# Explicit names, so that a reader (and go-to-definition) finds each one; both lists must stay
+# exactly the modules' __all__ (tests/test_codec_face.py checks).
+if _pure:
+    from ._codec_py import (
+        HTTPReqCallReq, HTTPRespCallReq, PrepareConfReq, decode_extra_info_resp, decode_header,
+        decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
+        encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
+        encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
+        encode_rewrite, encode_stop,
+    )
+else:
+    from ._codec import (
+        HTTPReqCallReq, HTTPRespCallReq, PrepareConfReq, decode_extra_info_resp, decode_header,
+        decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
+        encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
+        encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
+        encode_rewrite, encode_stop,
+    )
 
-globals().update({name: getattr(_impl, name) for name in _NAMES})
-__all__ = list(_NAMES) + ["IMPLEMENTATION", "DecodeError", "EncodeError", "TooManyPlugins"]
+IMPLEMENTATION = "pure" if _pure else "compiled"
