@@ -10,6 +10,7 @@ filling a single ``bytes`` allocated at the measured size.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact,
                             PyBytes_FromStringAndSize, PyBytes_GET_SIZE)
 from cpython.list cimport PyList_Check, PyList_CheckExact
@@ -27,7 +28,7 @@ from .errors import DecodeError, EncodeError, TooManyPlugins
 from .protocol import METHODS as _METHODS
 
 __all__ = [
-    "encode_header", "decode_header",
+    "encode_header", "decode_header", "frame_end",
     "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
     "decode_extra_info_resp",
     "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
@@ -465,6 +466,58 @@ def decode_header(data, offset=0):
     finally:
         PyBuffer_Release(&view)
 
+
+
+cdef inline int64_t _frame_end_at(const uint8_t* p, int64_t n, int64_t at) noexcept nogil:
+    cdef int64_t end
+    if at > n - 4:
+        return -1
+    end = at + 4 + ((<int64_t>p[at + 1] << 16) | (<int64_t>p[at + 2] << 8) | p[at + 3])
+    return end if end <= n else -1
+
+
+def frame_end(data, offset=0):
+    """Where the frame starting at ``offset`` of a bytes-like object ends (``offset`` + 4 + the
+    length its header gives) if all of it is there; -1 if not, header or payload.
+
+    The server's per-frame check: an int, no tuple.  The frame's type is its first byte."""
+    cdef Py_buffer view
+    cdef long long at
+    cdef int overflow = 0
+    cdef int64_t end
+    # bytes (one recv) and bytearray (a receive buffer) first: no buffer to hold for 4 bytes
+    if PyBytes_CheckExact(data) and PyLong_CheckExact(offset):
+        at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+        if at >= 0 and not overflow:
+            return _frame_end_at(<const uint8_t*>PyBytes_AS_STRING(data),
+                                 PyBytes_GET_SIZE(data), at)
+    elif PyByteArray_CheckExact(data) and PyLong_CheckExact(offset):
+        at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+        if at >= 0 and not overflow:
+            return _frame_end_at(<const uint8_t*>PyByteArray_AS_STRING(data),
+                                 PyByteArray_GET_SIZE(data), at)
+    if not PyObject_CheckBuffer(data):
+        raise DecodeError("frame header: not bytes-like")
+    if not PyLong_CheckExact(offset):
+        try:
+            offset = PyNumber_Index(offset)
+        except TypeError:
+            raise DecodeError("frame header: offset is not an int") from None
+    at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+    if overflow > 0:
+        return -1                             # past the end of any buffer
+    if overflow or at < 0:
+        raise DecodeError("frame header: negative offset %d" % offset)
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except BufferError:
+        data = memoryview(data).tobytes()     # not contiguous
+        return _frame_end_at(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), at)
+    except ValueError:                        # a released memoryview
+        raise DecodeError("frame header: released buffer") from None
+    end = _frame_end_at(<const uint8_t*>view.buf, view.len, at)
+    PyBuffer_Release(&view)
+    return end
 
 # ---------------------------------------------------------------------------------------------
 # Preparing values to write: checked and reduced to (pointer, length) before any layout runs

@@ -20,7 +20,7 @@ from .protocol import (
 )
 
 __all__ = [
-    "encode_header", "decode_header",
+    "encode_header", "decode_header", "frame_end",
     "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
     "decode_extra_info_resp",
     "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
@@ -61,6 +61,41 @@ def decode_header(data, offset=0):
         view = view.tobytes()
     (word,) = _unpack_header(view, offset)
     return word >> 24, word & 0xFFFFFF
+
+
+
+def frame_end(data, offset=0):
+    """Where the frame starting at ``offset`` of a bytes-like object ends (``offset`` + 4 + the
+    length its header gives) if all of it is there; -1 if not, header or payload.
+
+    The server's per-frame check: an int, no tuple.  The frame's type is its first byte."""
+    if type(data) not in _BYTES or type(offset) is not int or offset < 0:
+        data, offset = _byte_view(data, offset)
+    size = len(data)
+    if offset > size - 4:
+        return -1
+    end = offset + 4 + (_unpack_header(data, offset)[0] & 0xFFFFFF)
+    return end if end <= size else -1
+
+
+_BYTES = (bytes, bytearray)
+
+
+def _byte_view(data, offset):
+    """``data`` as a buffer of single bytes and ``offset`` as an int >= 0, or DecodeError."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise DecodeError("frame header: not bytes-like") from None
+    except ValueError:                                 # a released memoryview
+        raise DecodeError("frame header: released buffer") from None
+    try:
+        offset = _operator.index(offset)
+    except TypeError:
+        raise DecodeError("frame header: offset is not an int") from None
+    if offset < 0:
+        raise DecodeError("frame header: negative offset %d" % offset)
+    return (view.cast("B") if view.c_contiguous else view.tobytes()), offset
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Frame header::
 
     encode_header(rpc_type, length) -> bytes            # 4 bytes; EncodeError if out of range
     decode_header(data, offset=0) -> (rpc_type, length)  # DecodeError if fewer than 4 bytes
+    frame_end(data, offset=0) -> int                     # offset + 4 + length if the whole
+                                                         # frame is there, else -1; the type
+                                                         # is data[offset]
 
 Runner side reads (payload = the bytes after the frame header; bytes-like accepted)::
 
@@ -64,7 +67,7 @@ from os import environ as _environ
 from .errors import DecodeError, EncodeError, TooManyPlugins
 
 __all__ = [
-    "encode_header", "decode_header",
+    "encode_header", "decode_header", "frame_end",
     "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
     "decode_extra_info_resp",
     "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
@@ -89,7 +92,7 @@ if _pure:
         decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
         encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
         encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
-        encode_rewrite, encode_stop,
+        encode_rewrite, encode_stop, frame_end,
     )
 else:
     from ._codec import (
@@ -97,7 +100,7 @@ else:
         decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
         encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
         encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
-        encode_rewrite, encode_stop,
+        encode_rewrite, encode_stop, frame_end,
     )
 
 IMPLEMENTATION = "pure" if _pure else "compiled"
