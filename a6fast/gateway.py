@@ -10,7 +10,7 @@ import ipaddress
 from collections import namedtuple
 
 from . import _flatbuffers as _fb
-from .codec import decode_header
+from .codec import decode_header, frame_end
 from .errors import DecodeError, EncodeError
 from .protocol import (
     ACTION_REWRITE, ACTION_STOP, HEADER_SIZE, INFO_VAR, METHOD_VALUES, RPC_EXTRA_INFO,
@@ -204,11 +204,7 @@ def split_frames(data):
     view = memoryview(data)
     frames = []
     at = 0
-    while len(view) - at >= HEADER_SIZE:
-        rpc_type, length = decode_header(view, at)
-        end = at + HEADER_SIZE + length
-        if end > len(view):
-            break
-        frames.append((rpc_type, bytes(view[at + HEADER_SIZE:end])))
+    while (end := frame_end(view, at)) >= 0:
+        frames.append((view[at], bytes(view[at + HEADER_SIZE:end])))
         at = end
     return frames, bytes(view[at:])

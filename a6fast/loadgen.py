@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import select
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import click
 
 from . import gateway
+from .codec import frame_end
 from .errors import DecodeError
 from .protocol import (ERR_NAMES, INFO_REQ_BODY, INFO_VAR, METHOD_VALUES,
                        RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_NAMES, RPC_PREPARE_CONF)
@@ -57,7 +57,6 @@ RECV_SIZE = 64 * 1024     # below malloc's mmap threshold: no mmap/munmap per re
 _WORKER_BITS = 22       # call id = (worker << 22) + counter, as the gateway makes it
 
 _EV_IN, _EV_OUT = select.POLLIN, select.POLLOUT
-_unpack_header = struct.Struct(">I").unpack_from
 
 
 def request_headers(count, cookie=0):
@@ -384,7 +383,6 @@ class _Driver:
     def run(self):
         """Drive the load; returns (first send ns, last answer ns, cpu seconds)."""
         clock = time.perf_counter_ns
-        unpack = _unpack_header
         conns = self.conns
         lat = self.lat
         record = lat.append
@@ -422,11 +420,10 @@ class _Driver:
                 size = len(data)
                 pos = 0
                 while size - pos >= 4:
-                    word = unpack(data, pos)[0]
-                    stop = pos + 4 + (word & 0xFFFFFF)
-                    if stop > size:
+                    stop = frame_end(data, pos)
+                    if stop < 0:
                         break
-                    rpc_type = word >> 24
+                    rpc_type = data[pos]
                     if rpc_type == RPC_EXTRA_INFO:
                         if not self.answer_extra_info(conn, data[pos + 4:stop]):
                             break
