@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False, overflowcheck=False, auto_pickle=False
 """The compiled codec: the API and behaviour documented in ``a6fast.codec``, byte for byte and
-error for error the same as its pure twin ``a6fast._codec_py`` (whose docstring gives the layout).
+error for error the same as its pure twin ``a6fast._codec_py`` (whose tables are read and built by
+``a6fast._flatbuffers``: its docstring gives the layout).
 
 Reads check every offset against the payload before following it, in 64-bit arithmetic so that
 no length near 2**32 can wrap.  Writers run one layout function twice: once measuring, once
@@ -9,6 +10,7 @@ filling a single ``bytes`` allocated at the measured size.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact,
                             PyBytes_FromStringAndSize, PyBytes_GET_SIZE)
 from cpython.list cimport PyList_Check, PyList_CheckExact
@@ -23,7 +25,18 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from .errors import DecodeError, EncodeError, TooManyPlugins
-from .protocol import METHODS
+from .protocol import METHODS as _METHODS
+
+__all__ = [
+    "encode_header", "decode_header", "frame_end",
+    "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
+    "decode_extra_info_resp",
+    "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
+    "encode_rewrite", "encode_http_resp_call_resp", "encode_extra_info_var",
+    "encode_extra_info_req_body", "encode_extra_info_resp_body",
+    "PrepareConfReq", "HTTPReqCallReq", "HTTPRespCallReq",
+    "DecodeError", "EncodeError", "TooManyPlugins",
+]
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -138,8 +151,8 @@ cdef object _ubytes(const uint8_t* p, int64_t n, const _Table* t, int slot):
 
 # Shared offsets: any number of a vector's slots may point at one entry, so each entry is charged
 # what it occupies of its own in a payload where nothing is shared, and a vector may charge at
-# most twice the payload plus 4 KiB (the pure twin's field_entries says why, and how that bounds
-# a whole frame).
+# most twice the payload plus 4 KiB (a6fast._flatbuffers.field_entries says why, and how that
+# bounds a whole frame).
 cdef enum:
     _ENTRY_COST = 8       # its slot and its table's soffset
     _STRING_COST = 4      # a string's length, on top of its bytes
@@ -224,10 +237,15 @@ cdef enum:
     _HAVE_HEADERS = 8
 
 
+# Each class's docstring starts "Name(args)", then "--" alone: CPython makes that the class's
+# __text_signature__, so inspect.signature() gives the constructor's as it does for the pure twin.
 @cython.final
 @cython.freelist(16)
 cdef class HTTPReqCallReq:
-    """An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
+    """HTTPReqCallReq(payload)
+--
+
+An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
 
     cdef readonly uint32_t id
     cdef readonly int method
@@ -300,7 +318,7 @@ cdef class HTTPReqCallReq:
 
     def __repr__(self):
         return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
-            self.id, self.conf_token, METHODS[self.method])
+            self.id, self.conf_token, _METHODS[self.method])
 
 
 def decode_http_req_call(payload):
@@ -313,7 +331,10 @@ def decode_http_req_call(payload):
 @cython.final
 @cython.freelist(8)
 cdef class HTTPRespCallReq:
-    """An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
+    """HTTPRespCallReq(payload)
+--
+
+An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
 
     cdef readonly uint32_t id
     cdef readonly uint32_t status
@@ -366,7 +387,10 @@ def decode_http_resp_call(payload):
 
 @cython.final
 cdef class PrepareConfReq:
-    """A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+    """PrepareConfReq(payload, max_entries=None)
+--
+
+A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
 
     With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
@@ -442,6 +466,58 @@ def decode_header(data, offset=0):
     finally:
         PyBuffer_Release(&view)
 
+
+
+cdef inline int64_t _frame_end_at(const uint8_t* p, int64_t n, int64_t at) noexcept nogil:
+    cdef int64_t end
+    if at > n - 4:
+        return -1
+    end = at + 4 + ((<int64_t>p[at + 1] << 16) | (<int64_t>p[at + 2] << 8) | p[at + 3])
+    return end if end <= n else -1
+
+
+def frame_end(data, offset=0):
+    """Where the frame starting at ``offset`` of a bytes-like object ends (``offset`` + 4 + the
+    length its header gives) if all of it is there; -1 if not, header or payload.
+
+    The server's per-frame check: an int, no tuple.  The frame's type is its first byte."""
+    cdef Py_buffer view
+    cdef long long at
+    cdef int overflow = 0
+    cdef int64_t end
+    # bytes (one recv) and bytearray (a receive buffer) first: no buffer to hold for 4 bytes
+    if PyBytes_CheckExact(data) and PyLong_CheckExact(offset):
+        at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+        if at >= 0 and not overflow:
+            return _frame_end_at(<const uint8_t*>PyBytes_AS_STRING(data),
+                                 PyBytes_GET_SIZE(data), at)
+    elif PyByteArray_CheckExact(data) and PyLong_CheckExact(offset):
+        at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+        if at >= 0 and not overflow:
+            return _frame_end_at(<const uint8_t*>PyByteArray_AS_STRING(data),
+                                 PyByteArray_GET_SIZE(data), at)
+    if not PyObject_CheckBuffer(data):
+        raise DecodeError("frame header: not bytes-like")
+    if not PyLong_CheckExact(offset):
+        try:
+            offset = PyNumber_Index(offset)
+        except TypeError:
+            raise DecodeError("frame header: offset is not an int") from None
+    at = PyLong_AsLongLongAndOverflow(offset, &overflow)
+    if overflow > 0:
+        return -1                             # past the end of any buffer
+    if overflow or at < 0:
+        raise DecodeError("frame header: negative offset %d" % offset)
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except BufferError:
+        data = memoryview(data).tobytes()     # not contiguous
+        return _frame_end_at(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), at)
+    except ValueError:                        # a released memoryview
+        raise DecodeError("frame header: released buffer") from None
+    end = _frame_end_at(<const uint8_t*>view.buf, view.len, at)
+    PyBuffer_Release(&view)
+    return end
 
 # ---------------------------------------------------------------------------------------------
 # Preparing values to write: checked and reduced to (pointer, length) before any layout runs

@@ -12,6 +12,9 @@ Frame header::
 
     encode_header(rpc_type, length) -> bytes            # 4 bytes; EncodeError if out of range
     decode_header(data, offset=0) -> (rpc_type, length)  # DecodeError if fewer than 4 bytes
+    frame_end(data, offset=0) -> int                     # offset + 4 + length if the whole
+                                                         # frame is there, else -1; the type
+                                                         # is data[offset]
 
 Runner side reads (payload = the bytes after the frame header; bytes-like accepted)::
 
@@ -54,53 +57,67 @@ Conventions
   ``a6fast.errors.DecodeError``, never anything else and never a read outside the buffer.
 - Decoding is linear in the payload's size: FlatBuffers lets many offsets share one object, so
   each entry list is charged for what it decodes and one that comes to more than twice the
-  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._codec_py.field_entries``).
+  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._flatbuffers.field_entries``).
 - Writers read each argument once, in argument order, and write what they read: code that runs
   while a later argument is read (an iterable, ``__index__``) cannot change an earlier one.
 - Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload
   larger than ``MAX_PAYLOAD``.
 """
-import os
+from os import environ as _environ
 
-from .errors import DecodeError, EncodeError, TooManyPlugins  # noqa: F401  (re-exported)
+from .errors import DecodeError, EncodeError, TooManyPlugins
 
-_NAMES = (
-    "encode_header", "decode_header",
+
+def _why_not_compiled(exc):
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from os.path import abspath, dirname, exists, join
+
+    here = dirname(abspath(__file__))
+    if any(exists(join(here, "_codec" + suffix)) for suffix in EXTENSION_SUFFIXES):
+        return "it does not load: %s" % exc  # another Python's build, say
+    return "no _codec%s in %s" % (EXTENSION_SUFFIXES[0], here)
+
+
+__all__ = [
+    "encode_header", "decode_header", "frame_end",
     "decode_prepare_conf_req", "decode_http_req_call", "decode_http_resp_call",
     "decode_extra_info_resp",
     "encode_err", "encode_prepare_conf_resp", "encode_no_action", "encode_stop",
     "encode_rewrite", "encode_http_resp_call_resp", "encode_extra_info_var",
     "encode_extra_info_req_body", "encode_extra_info_resp_body",
     "PrepareConfReq", "HTTPReqCallReq", "HTTPRespCallReq",
-)
-
-
-def _want_pure():
-    value = os.environ.get("A6FAST_NO_EXTENSIONS", "")
-    return value not in ("", "0")
-
+    "DecodeError", "EncodeError", "TooManyPlugins", "IMPLEMENTATION", "FALLBACK_REASON",
+]
 
 # Why the pure codec is in use although it was not asked for (None otherwise): `a6fast serve`
 # warns with it, since pip hides the build's own warning.
 FALLBACK_REASON = None
 
-if _want_pure():
-    from . import _codec_py as _impl
-else:
+_pure = _environ.get("A6FAST_NO_EXTENSIONS", "") not in ("", "0")
+if not _pure:
     try:
-        from . import _codec as _impl
-    except ImportError as exc:
-        from . import _codec_py as _impl
-        from importlib.machinery import EXTENSION_SUFFIXES
+        from . import _codec  # noqa: F401  (imported first only to learn whether it is built)
+    except ImportError as _exc:
+        _pure = True
+        FALLBACK_REASON = _why_not_compiled(_exc)
 
-        _here = os.path.dirname(os.path.abspath(__file__))
-        if any(os.path.exists(os.path.join(_here, "_codec" + s)) for s in EXTENSION_SUFFIXES):
-            FALLBACK_REASON = "it does not load: %s" % exc   # another Python's build, say
-        else:
-            FALLBACK_REASON = "no _codec%s in %s" % (EXTENSION_SUFFIXES[0], _here)
+# Explicit names, so that a reader (and go-to-definition) finds each one; both lists must stay
+# exactly the modules' __all__ (tests/test_codec_face.py checks).
+if _pure:
+    from ._codec_py import (
+        HTTPReqCallReq, HTTPRespCallReq, PrepareConfReq, decode_extra_info_resp, decode_header,
+        decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
+        encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
+        encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
+        encode_rewrite, encode_stop, frame_end,
+    )
+else:
+    from ._codec import (
+        HTTPReqCallReq, HTTPRespCallReq, PrepareConfReq, decode_extra_info_resp, decode_header,
+        decode_http_req_call, decode_http_resp_call, decode_prepare_conf_req, encode_err,
+        encode_extra_info_req_body, encode_extra_info_resp_body, encode_extra_info_var,
+        encode_header, encode_http_resp_call_resp, encode_no_action, encode_prepare_conf_resp,
+        encode_rewrite, encode_stop, frame_end,
+    )
 
-IMPLEMENTATION = "compiled" if _impl.__name__.endswith("._codec") else "pure"
-
-globals().update({name: getattr(_impl, name) for name in _NAMES})
-__all__ = list(_NAMES) + ["IMPLEMENTATION", "FALLBACK_REASON", "DecodeError", "EncodeError",
-                          "TooManyPlugins"]
+IMPLEMENTATION = "pure" if _pure else "compiled"

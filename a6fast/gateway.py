@@ -9,7 +9,8 @@ lists read as None here, so a test can tell "not sent" from "sent empty".
 import ipaddress
 from collections import namedtuple
 
-from . import _codec_py as _c
+from . import _flatbuffers as _fb
+from .codec import decode_header, frame_end
 from .errors import DecodeError, EncodeError
 from .protocol import (
     ACTION_REWRITE, ACTION_STOP, HEADER_SIZE, INFO_VAR, METHOD_VALUES, RPC_EXTRA_INFO,
@@ -37,9 +38,9 @@ ExtraInfoReq = namedtuple("ExtraInfoReq", "info_type name")
 def encode_prepare_conf_req(conf, key=None):
     """A PrepareConf frame: ``conf`` is ``(plugin name, JSON text)`` pairs in execution order."""
     fields = []
-    _c.entries_field(fields, 0, conf, "conf")
-    _c.text_field(fields, 1, key, "key")
-    return _c.build_frame(RPC_PREPARE_CONF, fields)
+    _fb.entries_field(fields, 0, conf, "conf")
+    _fb.text_field(fields, 1, key, "key")
+    return _fb.build_frame(RPC_PREPARE_CONF, fields)
 
 
 def _method(method):
@@ -49,7 +50,7 @@ def _method(method):
             return METHOD_VALUES[method.upper()]
         except KeyError:
             raise EncodeError("unknown method %r" % method) from None
-    return _c.check_uint(method, 0xFF, "method")
+    return _fb.check_uint(method, 0xFF, "method")
 
 
 def _src_ip(src_ip):
@@ -62,82 +63,82 @@ def _src_ip(src_ip):
             raise EncodeError("src_ip %r is not an IP address" % src_ip) from None
     if isinstance(src_ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return src_ip.packed
-    return _c.to_body(src_ip, "src_ip")
+    return _fb.to_body(src_ip, "src_ip")
 
 
 def encode_http_req_call_req(id, conf_token, method=0, path=None, src_ip=None, args=None,
                              headers=None):
     """An HTTPReqCall frame.  ``method`` is an A6.Method value or name; ``src_ip`` raw bytes
     (4 or 16, not checked) or an address as text."""
-    fields = [(0, "I", _c.check_uint(id, 0xFFFFFFFF, "id")),
+    fields = [(0, "I", _fb.check_uint(id, 0xFFFFFFFF, "id")),
               (2, "B", _method(method)),
-              (6, "I", _c.check_uint(conf_token, 0xFFFFFFFF, "conf_token"))]
+              (6, "I", _fb.check_uint(conf_token, 0xFFFFFFFF, "conf_token"))]
     ip = _src_ip(src_ip)
     if ip is not None:
         fields.append((1, "v", ip))
-    _c.text_field(fields, 3, path, "path")
-    _c.entries_field(fields, 4, args, "args")
-    _c.entries_field(fields, 5, headers, "headers")
-    return _c.build_frame(RPC_HTTP_REQ_CALL, fields)
+    _fb.text_field(fields, 3, path, "path")
+    _fb.entries_field(fields, 4, args, "args")
+    _fb.entries_field(fields, 5, headers, "headers")
+    return _fb.build_frame(RPC_HTTP_REQ_CALL, fields)
 
 
 def encode_http_resp_call_req(id, conf_token, status=0, headers=None):
     """An HTTPRespCall frame: the upstream's status and headers."""
-    fields = [(0, "I", _c.check_uint(id, 0xFFFFFFFF, "id")),
-              (1, "H", _c.check_uint(status, 0xFFFF, "status")),
-              (3, "I", _c.check_uint(conf_token, 0xFFFFFFFF, "conf_token"))]
-    _c.entries_field(fields, 2, headers, "headers")
-    return _c.build_frame(RPC_HTTP_RESP_CALL, fields)
+    fields = [(0, "I", _fb.check_uint(id, 0xFFFFFFFF, "id")),
+              (1, "H", _fb.check_uint(status, 0xFFFF, "status")),
+              (3, "I", _fb.check_uint(conf_token, 0xFFFFFFFF, "conf_token"))]
+    _fb.entries_field(fields, 2, headers, "headers")
+    return _fb.build_frame(RPC_HTTP_RESP_CALL, fields)
 
 
 def encode_extra_info_resp(result):
     """The gateway's ExtraInfo answer; ``result`` None leaves it absent (unknown var, no body)."""
     fields = []
-    _c.body_field(fields, 0, result, "result")
-    return _c.build_frame(RPC_EXTRA_INFO, fields)
+    _fb.body_field(fields, 0, result, "result")
+    return _fb.build_frame(RPC_EXTRA_INFO, fields)
 
 
 # ---------------------------------------------------------------------------------------------
 # What the runner answers
 
 def _read_err(buf):
-    return _c.field_u8(buf, _c.root_table(buf), 0)
+    return _fb.field_u8(buf, _fb.root_table(buf), 0)
 
 
 def decode_err(payload):
     """``code`` of an Err.Resp payload (0 when absent)."""
-    return _c.guarded(_read_err, _c.snapshot(payload))
+    return _fb.guarded(_read_err, _fb.snapshot(payload))
 
 
 def _read_prepare_conf_resp(buf):
-    return _c.field_u32(buf, _c.root_table(buf), 0)
+    return _fb.field_u32(buf, _fb.root_table(buf), 0)
 
 
 def decode_prepare_conf_resp(payload):
     """``conf_token`` of a PrepareConf.Resp payload."""
-    return _c.guarded(_read_prepare_conf_resp, _c.snapshot(payload))
+    return _fb.guarded(_read_prepare_conf_resp, _fb.snapshot(payload))
 
 
 def _union(buf, tab, type_slot, what):
-    kind = _c.field_u8(buf, tab, type_slot)
-    table = _c.field_table(buf, tab, type_slot + 1)
+    kind = _fb.field_u8(buf, tab, type_slot)
+    table = _fb.field_table(buf, tab, type_slot + 1)
     if kind and table is None:
         raise DecodeError("%s type %d without its table" % (what, kind))
     return kind, table
 
 
 def _read_http_req_call_resp(buf):
-    tab = _c.root_table(buf)
-    id = _c.field_u32(buf, tab, 0)
+    tab = _fb.root_table(buf)
+    id = _fb.field_u32(buf, tab, 0)
     kind, action = _union(buf, tab, 1, "action")
     stop = rewrite = None
     if kind == ACTION_STOP:
-        stop = Stop(_c.field_u16(buf, action, 0), _c.field_entries(buf, action, 1),
-                    _c.field_bytes(buf, action, 2))
+        stop = Stop(_fb.field_u16(buf, action, 0), _fb.field_entries(buf, action, 1),
+                    _fb.field_bytes(buf, action, 2))
     elif kind == ACTION_REWRITE:
-        rewrite = Rewrite(_c.field_string(buf, action, 0), _c.field_entries(buf, action, 1),
-                          _c.field_entries(buf, action, 2), _c.field_entries(buf, action, 3),
-                          _c.field_bytes(buf, action, 4))
+        rewrite = Rewrite(_fb.field_string(buf, action, 0), _fb.field_entries(buf, action, 1),
+                          _fb.field_entries(buf, action, 2), _fb.field_entries(buf, action, 3),
+                          _fb.field_bytes(buf, action, 4))
     return HTTPReqCallResp(id, kind, stop, rewrite)
 
 
@@ -147,30 +148,30 @@ def decode_http_req_call_resp(payload):
     Absent fields are None; entry lists are None when absent and ``[]`` when sent empty.  An
     unknown action type comes back as is with neither ``stop`` nor ``rewrite``.
     """
-    return _c.guarded(_read_http_req_call_resp, _c.snapshot(payload))
+    return _fb.guarded(_read_http_req_call_resp, _fb.snapshot(payload))
 
 
 def _read_http_resp_call_resp(buf):
-    tab = _c.root_table(buf)
-    return HTTPRespCallResp(_c.field_u32(buf, tab, 0), _c.field_u16(buf, tab, 1),
-                            _c.field_entries(buf, tab, 2), _c.field_bytes(buf, tab, 3))
+    tab = _fb.root_table(buf)
+    return HTTPRespCallResp(_fb.field_u32(buf, tab, 0), _fb.field_u16(buf, tab, 1),
+                            _fb.field_entries(buf, tab, 2), _fb.field_bytes(buf, tab, 3))
 
 
 def decode_http_resp_call_resp(payload):
     """An HTTPRespCall.Resp payload: ``(id, status, headers or None, body or None)``."""
-    return _c.guarded(_read_http_resp_call_resp, _c.snapshot(payload))
+    return _fb.guarded(_read_http_resp_call_resp, _fb.snapshot(payload))
 
 
 def _read_extra_info_req(buf):
-    tab = _c.root_table(buf)
+    tab = _fb.root_table(buf)
     kind, info = _union(buf, tab, 0, "info")
-    name = _c.field_string(buf, info, 0) if kind == INFO_VAR else None
+    name = _fb.field_string(buf, info, 0) if kind == INFO_VAR else None
     return ExtraInfoReq(kind, name)
 
 
 def decode_extra_info_req(payload):
     """An ExtraInfo.Req payload: ``(info_type, var name or None)``."""
-    return _c.guarded(_read_extra_info_req, _c.snapshot(payload))
+    return _fb.guarded(_read_extra_info_req, _fb.snapshot(payload))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def read_frame(sock):
 
     Raises EOFError when the peer closes, whether between frames or inside one.
     """
-    rpc_type, length = _c.decode_header(_recv_exactly(sock, HEADER_SIZE, False))
+    rpc_type, length = decode_header(_recv_exactly(sock, HEADER_SIZE, False))
     return rpc_type, _recv_exactly(sock, length, True)
 
 
@@ -203,11 +204,7 @@ def split_frames(data):
     view = memoryview(data)
     frames = []
     at = 0
-    while len(view) - at >= HEADER_SIZE:
-        rpc_type, length = _c.decode_header(view, at)
-        end = at + HEADER_SIZE + length
-        if end > len(view):
-            break
-        frames.append((rpc_type, bytes(view[at + HEADER_SIZE:end])))
+    while (end := frame_end(view, at)) >= 0:
+        frames.append((view[at], bytes(view[at + HEADER_SIZE:end])))
         at = end
     return frames, bytes(view[at:])

@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import select
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import click
 
 from . import gateway
+from .codec import frame_end
 from .errors import DecodeError, EncodeError
 from .protocol import (ACTION_NONE, ACTION_REWRITE, ACTION_STOP, ERR_NAMES, INFO_REQ_BODY,
                        INFO_VAR, METHOD_VALUES, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
@@ -65,7 +65,6 @@ _KINDS_CACHED = 4096    # distinct answer frames whose decoding is kept, each of
 _KIND_FRAME_MAX = 4096  # bytes (a runner's large answers are decoded each time, not hoarded)
 
 _EV_IN, _EV_OUT = select.POLLIN, select.POLLOUT
-_unpack_header = struct.Struct(">I").unpack_from
 
 
 def request_headers(count, cookie=0):
@@ -446,7 +445,6 @@ class _Driver:
     def run(self):
         """Drive the load; returns (first send ns, last answer ns, cpu seconds)."""
         clock = time.perf_counter_ns
-        unpack = _unpack_header
         conns = self.conns
         lat = self.lat
         record = lat.append
@@ -488,11 +486,11 @@ class _Driver:
                 size = len(data)
                 pos = 0
                 while size - pos >= 4:
-                    word = unpack(data, pos)[0]
-                    stop = pos + 4 + (word & 0xFFFFFF)
-                    if stop > size:
+                    stop = frame_end(data, pos)
+                    if stop < 0:
                         break
-                    if word >> 24 == RPC_EXTRA_INFO:
+                    rpc_type = data[pos]
+                    if rpc_type == RPC_EXTRA_INFO:
                         if not self.answer_extra_info(conn, data[pos + 4:stop]):
                             break
                         pos = stop

@@ -253,7 +253,7 @@ def load_pure():
 
 
 def fuzz_with_atheris(atheris, argv):
-    with atheris.instrument_imports(include=["a6fast._codec_py"]):
+    with atheris.instrument_imports(include=["a6fast._codec_py", "a6fast._flatbuffers"]):
         load_pure()
     corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
     if not corpus:

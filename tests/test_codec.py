@@ -175,6 +175,73 @@ def test_decode_header_with_fewer_than_4_bytes_is_decode_error(codec, data, offs
         codec.decode_header(data, offset)
 
 
+def test_frame_end_is_where_a_whole_frame_ends_in_any_bytes_like(codec):
+    frame = codec.encode_err(1)
+    data = b"xx" + frame + b"yy"
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert codec.frame_end(buf, 2) == 2 + len(frame)
+    assert codec.frame_end(frame) == len(frame)
+    assert codec.frame_end(memoryview(data)[2:]) == len(frame)
+
+
+def test_frame_end_is_minus_one_until_the_whole_frame_is_there(codec):
+    frame = codec.encode_stop(7, 403, [("x", "y")], b"denied")
+    for size in range(len(frame)):
+        assert codec.frame_end(frame[:size]) == -1, size
+        assert codec.frame_end(bytearray(frame[:size])) == -1, size
+    assert codec.frame_end(frame) == len(frame)
+
+
+def test_frame_end_walks_frames_back_to_back(codec):
+    frames = [codec.encode_err(0), codec.encode_no_action(1), codec.encode_prepare_conf_resp(2),
+              codec.encode_extra_info_req_body(), codec.encode_header(4, 0)]
+    rbuf = bytearray(b"".join(frames)) + codec.encode_header(2, 10) + b"short"
+    pos, seen = 0, []
+    while (end := codec.frame_end(rbuf, pos)) >= 0:
+        seen.append(bytes(rbuf[pos:end]))
+        pos = end
+    assert seen == frames
+    assert rbuf[pos:] == codec.encode_header(2, 10) + b"short"
+
+
+def test_frame_end_reads_the_largest_payload_length(codec):
+    header = codec.encode_header(RPC_HTTP_REQ_CALL, MAX_PAYLOAD)
+    assert header == b"\x02\xff\xff\xff"
+    data = bytearray(header) + bytes(MAX_PAYLOAD)
+    assert codec.frame_end(data) == 4 + MAX_PAYLOAD == len(data)
+    del data[-1]
+    assert codec.frame_end(data) == -1
+    assert codec.frame_end(bytes(data[:4])) == -1
+
+
+@pytest.mark.parametrize("offset", [4, 5, 6, 1 << 40, 1 << 70])
+def test_frame_end_at_or_past_the_end_is_minus_one(codec, offset):
+    assert codec.frame_end(codec.encode_header(0, 0), offset) == -1
+
+
+EMPTY_FRAME = b"\x00\x00\x00\x00"
+
+
+def test_frame_end_of_an_empty_payload_is_right_after_its_header(codec):
+    assert codec.frame_end(EMPTY_FRAME) == 4
+    assert codec.frame_end(b"..\x00\x00\x00\x00..", 2) == 6
+
+
+@pytest.mark.parametrize("data,offset", [
+    ("\x00\x00\x00\x00", 0), (None, 0), (4, 0), (EMPTY_FRAME, -1), (EMPTY_FRAME, -(1 << 70)),
+    (EMPTY_FRAME, 1.0), (EMPTY_FRAME, None), (EMPTY_FRAME, "0")])
+def test_frame_end_of_what_is_not_bytes_or_not_an_offset_is_decode_error(codec, data, offset):
+    with pytest.raises(DecodeError):
+        codec.frame_end(data, offset)
+
+
+def test_frame_end_of_a_released_buffer_is_decode_error(codec):
+    view = memoryview(EMPTY_FRAME)
+    view.release()
+    with pytest.raises(DecodeError):
+        codec.frame_end(view)
+
+
 # ---------------------------------------------------------------------------------------------
 # PrepareConf.Req
 

@@ -18,8 +18,8 @@ from a6fast import _codec_py as pure
 from a6fast import gateway
 from a6fast.errors import DecodeError, EncodeError, TooManyPlugins
 from a6fast.protocol import (
-    ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR, RPC_ERR,
-    RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF,
+    ACTION_NONE, ACTION_REWRITE, ACTION_STOP, INFO_REQ_BODY, INFO_RESP_BODY, INFO_VAR,
+    MAX_PAYLOAD, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF,
 )
 
 from fuzz_codec import comparable, decode_all  # tests/fuzz_codec.py, the same reading
@@ -287,6 +287,50 @@ def test_frame_headers_decode_alike(data, offset):
         except DecodeError:
             outcomes.append(DecodeError)
     assert outcomes[0] == outcomes[1]
+
+
+def _buffer(kind, data):
+    if kind == "strided":   # every other byte of twice the data: not contiguous
+        return memoryview(bytes(b for byte in data for b in (byte, 0)))[::2]
+    return {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}[kind](data)
+
+
+# Headers whose length is near the limit or a little past the bytes that follow, then a tail.
+headers = st.tuples(st.integers(0, 255), st.sampled_from([0, 1, 2, 3, 0xFF, 0x100, 0xFFFF, 0x10000,
+                                                          0xFFFFFE, 0xFFFFFF]))
+frame_bufs = st.tuples(st.binary(max_size=6), st.lists(headers, max_size=2), st.binary(max_size=8))
+
+
+@examples
+@given(parts=frame_bufs, kind=st.sampled_from(["bytes", "bytearray", "memoryview", "strided"]),
+       offset=st.integers(-2, 24) | st.sampled_from([2 ** 31, 2 ** 63 - 1, 2 ** 63, -2 ** 63,
+                                                      2 ** 70, -2 ** 70, None, 1.0, True, "0"]))
+def test_frame_ends_agree_and_match_decode_header(parts, kind, offset):
+    lead, heads, tail = parts
+    data = _buffer(kind, lead + b"".join(bytes((t, n >> 16, (n >> 8) & 255, n & 255))
+                                         for t, n in heads) + tail)
+    outcomes = []
+    for codec in CODECS:
+        try:
+            outcomes.append(codec.frame_end(data, offset))
+        except DecodeError:
+            outcomes.append(DecodeError)
+    assert outcomes[0] == outcomes[1]
+    end = outcomes[0]
+    if end is DecodeError or end < 0:
+        return
+    # a whole frame: what decode_header reads there, ending inside the buffer
+    rpc_type, length = pure.decode_header(data, offset)
+    assert end == offset + 4 + length <= len(bytes(data))
+    assert rpc_type == bytes(data)[offset]
+
+
+@pytest.mark.parametrize("size", [MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1])
+def test_frame_ends_agree_at_the_16_mib_limit(size):
+    data = bytearray(b"\x02\xff\xff\xff") + bytes(size)
+    ends = [codec.frame_end(data) for codec in CODECS] + [
+        codec.frame_end(bytes(data), 0) for codec in CODECS]
+    assert ends == [4 + MAX_PAYLOAD if size >= MAX_PAYLOAD else -1] * 4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ RECV_SIZE = 64 * 1024
 # The gateway never has more than one answer outstanding, so only a misbehaving peer gets here.
 MAX_BACKLOG = 256 * 1024
 
+_frame_end = codec.frame_end
 _read = os.read
 _write = os.write
 _decode_http_req_call = codec.decode_http_req_call
@@ -118,8 +119,7 @@ class Connection:
             return
         self.last_read = self.runner.loop.now
         size = len(data)
-        if size >= 4 and not self.rbuf and self.call is None and not self.in_read \
-                and size == 4 + ((data[1] << 16) | (data[2] << 8) | data[3]):
+        if not self.rbuf and self.call is None and not self.in_read and _frame_end(data) == size:
             # the common case: exactly one whole frame, so no buffering and no second copy
             self.in_read = True
             try:
@@ -148,10 +148,10 @@ class Connection:
             while size - pos >= 4 and not self.closed and len(self.wbuf) < MAX_BACKLOG:
                 if self.call is not None and not self.questions:
                     break  # the call runs on; later frames wait for its answer
-                rpc_type = rbuf[pos]
-                end = pos + 4 + ((rbuf[pos + 1] << 16) | (rbuf[pos + 2] << 8) | rbuf[pos + 3])
-                if end > size:
+                end = _frame_end(rbuf, pos)
+                if end < 0:
                     break
+                rpc_type = rbuf[pos]
                 payload = bytes(rbuf[pos + 4:end])
                 pos = end
                 self.on_frame(rpc_type, payload)
