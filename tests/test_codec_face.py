@@ -1,5 +1,6 @@
 """The codec's face: both implementations expose exactly the same public names, each with the
-same signature, and ``a6fast.codec`` exports exactly those (plus ``IMPLEMENTATION``).
+same signature, and ``a6fast.codec`` exports exactly those (plus ``IMPLEMENTATION`` and
+``FALLBACK_REASON``).
 
 Signatures come from ``inspect.signature``: Cython 3 binds ``def`` functions with their
 signatures, and a ``cdef class`` gives its constructor's in the first line of its docstring
@@ -46,7 +47,7 @@ def test_each_name_is_callable_with_the_same_signature_in_both(name):
 
 
 def test_codec_exports_exactly_the_implementations_names_and_implementation():
-    assert sorted(codec.__all__) == sorted(set(pure.__all__) | {"IMPLEMENTATION"})
+    assert sorted(codec.__all__) == sorted(set(pure.__all__) | {"IMPLEMENTATION", "FALLBACK_REASON"})
     assert sorted(public(codec)) == sorted(codec.__all__)
 
 
