@@ -172,7 +172,7 @@ def test_official_plugins_run_in_worker_threads(codec, ctx, tmp_path):
 
 def test_an_unknown_plugin_is_unknown_plugin():
     with pytest.raises(UnknownPlugin):
-        load(SEED, OFFICIAL).prepare([("rewrite", None), ("say", None)])
+        load(SEED).prepare([("rewrite", None), ("say", None)])
 
 
 def test_a_user_plugin_takes_precedence_over_a_builtin_of_the_same_name(codec, ctx):
@@ -184,10 +184,15 @@ def test_a_user_plugin_takes_precedence_over_a_builtin_of_the_same_name(codec, c
     assert "echo-vars" in registry.names()  # the other built-ins are still there
 
 
-def test_the_first_plugin_directory_wins_a_name_clash(codec, ctx):
-    registry = load(OFFICIAL, SEED)
-    assert registry.source("stop") == os.path.join(OFFICIAL, "stop.py")
-    assert "inspectrequest" in registry
+def test_a_name_defined_in_two_plugin_directories_is_an_error_naming_both_files():
+    registry = Registry.load(plugin_dirs=[OFFICIAL, SEED], entry_points=False)
+    clashes = {(os.path.basename(path), message.split(":")[0])
+               for path, _, message in registry.errors}
+    assert clashes == {("stop.py", "plugin 'stop' is defined twice"),
+                       ("rewrite.py", "plugin 'rewrite' is defined twice")}, registry.errors
+    assert all(os.path.join(OFFICIAL, os.path.basename(path)) in message
+               for path, _, message in registry.errors)
+    assert "inspectrequest" in registry  # the other plugins of both directories still load
 
 
 def test_our_own_plugin_files_load_beside_official_ones(codec, ctx, tmp_path):
