@@ -382,6 +382,37 @@ def test_sigkill_of_the_parent_then_restart_at_once(tmp_path):
         assert second.stop() == 0
 
 
+def test_sigkill_of_the_parent_while_its_workers_import_the_plugins_takes_them_too(tmp_path):
+    # With several workers each imports the plugins after the fork: the parent's death (the
+    # SIGTERM the kernel then sends each worker) must not be lost while that import runs.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    importing = tmp_path / "importing"
+    (plugins / "slow_import.py").write_text(
+        "import os, time, a6fast\n"
+        "with open(%r, 'a') as f:\n    f.write('%%d\\n' %% os.getpid())\n"
+        "time.sleep(2)\n\n"
+        "@a6fast.plugin('slow-import', inline=True)\n"
+        "def slow_import(request, conf):\n    request.stop(200)\n" % str(importing))
+    proc = RunnerProcess(tmp_path, "--plugins", str(plugins), "--workers", "2", wait=False)
+    workers = []
+
+    def both_workers_importing():
+        workers[:] = children(proc.proc.pid)
+        seen = importing.read_text().split() if importing.exists() else []
+        return len(workers) == 2 and all(str(pid) in seen for pid in workers)
+    try:
+        assert wait_until(both_workers_importing, 20), proc.log()
+        proc.kill()
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 10.0), \
+            (workers, proc.log())
+    finally:
+        proc.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_killed_worker_is_restarted_and_tokens_issued_before_still_work(tmp_path):
     proc = start(tmp_path, "--workers", "2")
     try:

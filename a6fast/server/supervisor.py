@@ -43,6 +43,13 @@ class Supervisor:
         if pid == 0:  # the worker (SIGUSR1, "leave", is blocked until its loop handles it)
             status = 1
             try:
+                # Until run_worker's loop handles them, a SIGTERM/SIGINT (the parent's death, or
+                # its stop while the plugins import) is kept for run_worker: the handler this
+                # process inherited would set the parent's flag, and the signal would be lost.
+                from . import _early_stop
+
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, lambda s, f: _early_stop.append(s))
                 _die_with_parent(parent)
                 signal.set_wakeup_fd(-1)
                 os.close(self._wake_r)
