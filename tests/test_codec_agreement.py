@@ -8,6 +8,7 @@ DecodeError, and nothing else ever escapes.
 """
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ from a6fast.protocol import (
 )
 
 from fuzz_codec import comparable, decode_all  # tests/fuzz_codec.py, the same reading
+
+pytestmark = pytest.mark.compiled
 
 U32_MAX = 0xFFFFFFFF
 CODECS = (compiled, pure)
