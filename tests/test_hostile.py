@@ -42,7 +42,7 @@ def assert_still_serving(runner, token):
     assert (resp.id, resp.action_type, resp.stop.body) == (42, ACTION_STOP, b"/alive")
 
 
-def wait_for_log(runner, pattern, timeout=3.0):
+def wait_for_log(runner, pattern, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:
         log = runner.log()

@@ -192,7 +192,7 @@ def test_sigterm_finishes_the_call_in_flight_removes_socket_and_exits_zero(tmp_p
         proc.signal(signal.SIGTERM)
         resp = answer_of(gw.read())
         assert resp.id == 11 and resp.stop.body == b"slept"
-    assert proc.proc.wait(5) == 0
+    assert proc.proc.wait(10) == 0
     assert not os.path.exists(proc.path)
     with pytest.raises(OSError):
         Gateway(proc.path)
@@ -201,7 +201,7 @@ def test_sigterm_finishes_the_call_in_flight_removes_socket_and_exits_zero(tmp_p
 def test_sigint_also_stops_cleanly(tmp_path):
     proc = RunnerProcess(tmp_path)
     proc.signal(signal.SIGINT)
-    assert proc.proc.wait(5) == 0
+    assert proc.proc.wait(10) == 0
     assert not os.path.exists(proc.path)
 
 
