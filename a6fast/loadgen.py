@@ -54,7 +54,6 @@ REQUEST_SRC_IP = "10.0.0.7"
 DEFAULT_KEY = "route#a6fast-bench#ext-plugin-pre-req#1"
 CONNECT_TIMEOUT = 1.0   # the gateway's
 RECV_SIZE = 64 * 1024     # below malloc's mmap threshold: no mmap/munmap per recv
-_WORKER_BITS = 22       # call id = (worker << 22) + counter, as the gateway makes it
 
 _EV_IN, _EV_OUT = select.POLLIN, select.POLLOUT
 _unpack_header = struct.Struct(">I").unpack_from

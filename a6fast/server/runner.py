@@ -34,7 +34,6 @@ MAX_CONF_PLUGINS = 1024
 # Out of file descriptors: how long to leave the listener alone before trying again.
 ACCEPT_PAUSE_SECONDS = 0.1
 
-_decode_header = codec.decode_header
 _read = os.read
 _write = os.write
 _decode_http_req_call = codec.decode_http_req_call
@@ -362,7 +361,6 @@ class Connection:
         elif isinstance(exc, CancelledError):
             self.fail(SERVICE_UNAVAILABLE, "%s id=%d: call abandoned", name, call_id)
         else:
-            self.runner.stats_errors += 1
             self.runner.stats.errors[SERVICE_UNAVAILABLE] += 1
             self.runner.plugin_log.error("%s id=%d: plugin failed; answering SERVICE_UNAVAILABLE",
                                          name, call_id,
@@ -487,7 +485,6 @@ class Runner:
         self.connections = {}
         self.accepting = True
         self.stats_calls = 0
-        self.stats_errors = 0
         self.stats = WorkerStats()
         self.peer_log = LogLimiter(log, "warnings about bad frames and connections",
                                    schedule=loop.call_later)
@@ -496,7 +493,7 @@ class Runner:
         self.accept_paused = False
         # the gateway's socket, or (with several workers) the supervisor's hand-off of it
         loop.add_reader(listener.fileno(), self.on_accept)
-        self._sweeper = loop.call_later(SWEEP_SECONDS, self.sweep)
+        loop.call_later(SWEEP_SECONDS, self.sweep)
 
     def on_accept(self, events):
         accept = self.listener.accept
@@ -578,7 +575,7 @@ class Runner:
         for conn in list(self.connections.values()):
             if conn.rbuf and conn.call is None and conn.last_read < limit:
                 conn.close("no byte of an incomplete frame for %ds" % STALLED_FRAME_SECONDS)
-        self._sweeper = self.loop.call_later(SWEEP_SECONDS, self.sweep)
+        self.loop.call_later(SWEEP_SECONDS, self.sweep)
 
     def reload(self, registry):
         """Serve with ``registry`` from now on (one worker, reloaded in place): confs prepared
