@@ -22,14 +22,14 @@ from A6.HTTPReqCall import Req as HCReq
 from A6.PrepareConf import Req as PCReq
 
 from a6fast import gateway
-from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH
+from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH, request_headers
 
 IMPLEMENTATIONS = ("compiled", "pure", "reference")
 
 # The placeholder gen_frames.py writes where the load generator patches in the real conf_token.
 TOKEN_PLACEHOLDER = 0xA6A6A6A6
 
-# the request of bench-tools' gen_frames.py, as `a6fast bench` sends it too
+# the request of bench-tools' gen_frames.py, as `a6fast bench` sends it too (request_headers too)
 HEADERS_10 = list(REQUEST_HEADERS)
 ARGS_5 = list(REQUEST_ARGS)
 PATH = REQUEST_PATH
@@ -41,18 +41,6 @@ STOP = dict(status=200, headers=[("x-runner", "ideal")], body=b"hi")
 REWRITE = dict(path="/rewritten", headers=[("x-runner", "ideal"), ("x-user", "12345")])
 # The conf of the built-in ``stop`` example that bench/floor.sh and the whole-call bench run.
 STOP_EXAMPLE_CONF = '{"body": "hi"}'
-
-
-def request_headers(count, cookie=0):
-    """``count`` headers as gen_frames.py makes them, plus a cookie of ``cookie`` bytes."""
-    headers = HEADERS_10[:count]
-    extra = 0
-    while len(headers) < count:
-        headers.append(("x-extra-%d" % extra, "value-%d" % extra))
-        extra += 1
-    if cookie:
-        headers.append(("cookie", "s=" + "a" * cookie))
-    return headers
 
 
 # ---------------------------------------------------------------------------------------------
