@@ -207,7 +207,9 @@ class ThreadPool:
             self._queue[key] = (future, fn, args)
             if self._idle:
                 self._lock.notify()
-            elif len(self._threads) < self.size:
+            # A thread told to wake stays counted idle until it runs: more work queued than idle
+            # threads means some would wait for a thread already claimed.
+            if len(self._queue) > self._idle and len(self._threads) < self.size:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name="%s-%d" % (self._name, len(self._threads)))
                 self._threads.append(thread)
