@@ -303,6 +303,15 @@ def test_connections_are_dealt_evenly_to_the_workers(tmp_path):
     try:
         with proc.gateway() as gw:
             token = gw.prepare([("worker-pid", "{}")], "route#pid")
+        # Both workers serving first: one still starting has not taken (nor given back the
+        # credit for) what it was dealt, and the supervisor deals its turn to the other.
+        seen = set()
+
+        def both_serving():
+            with proc.gateway() as gw:
+                seen.add(answer_of(gw.call(token)).stop.body)
+            return len(seen) == 2
+        assert wait_until(both_serving, 20), seen
         gateways = [proc.gateway() for _ in range(8)]  # opened in a burst, as APISIX does
         pids = [answer_of(gw.call(token)).stop.body for gw in gateways]
     finally:
