@@ -43,10 +43,18 @@ dev: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/a6fast serve --listen unix:$(SOCKET) $(SERVE_PLUGINS)
 
-## test: the whole test suite, both codec paths
+## test: the whole suite (behaviour only: tests marked perf are left out), then all of it again on
+## the pure codec (A6FAST_NO_EXTENSIONS=1; the tests naming the compiled codec are left out there)
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q bench --benchmark-disable  # the benchmarks, once each, as correctness checks
+	A6FAST_NO_EXTENSIONS=1 $(PY) -m pytest -q
+	A6FAST_NO_EXTENSIONS=1 $(PY) -m pytest -q bench --benchmark-disable
+
+## perf: the tests' time, CPU and memory bounds (pytest -m perf), for a quiet machine, not CI
+.PHONY: perf
+perf: $(STAMP)
+	$(PY) -m pytest -q -m perf
 
 ## bench: codec and whole-call benchmarks side by side (pytest-benchmark)
 bench: $(STAMP)

@@ -1,6 +1,6 @@
 """a6fast: a fast, fail-closed Python plugin runner for Apache APISIX."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written (pyproject.toml reads it)
 
 from .errors import (A6Error, ConfError, DecodeError, EncodeError, PluginTimeout,  # noqa: E402
                      UnknownPlugin)

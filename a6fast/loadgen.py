@@ -60,7 +60,6 @@ REQUEST_SRC_IP = "10.0.0.7"
 DEFAULT_KEY = "route#a6fast-bench#ext-plugin-pre-req#1"
 CONNECT_TIMEOUT = 1.0   # the gateway's
 RECV_SIZE = 64 * 1024     # below malloc's mmap threshold: no mmap/munmap per recv
-_WORKER_BITS = 22       # call id = (worker << 22) + counter, as the gateway makes it
 _KINDS_CACHED = 4096    # distinct answer frames whose decoding is kept, each of at most:
 _KIND_FRAME_MAX = 4096  # bytes (a runner's large answers are decoded each time, not hoarded)
 

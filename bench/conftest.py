@@ -22,7 +22,7 @@ from A6.HTTPReqCall import Req as HCReq
 from A6.PrepareConf import Req as PCReq
 
 from a6fast import gateway
-from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH
+from a6fast.loadgen import REQUEST_ARGS, REQUEST_HEADERS, REQUEST_PATH, request_headers
 
 IMPLEMENTATIONS = ("compiled", "pure", "reference")
 
@@ -41,19 +41,6 @@ STOP = dict(status=200, headers=[("x-runner", "ideal")], body=b"hi")
 REWRITE = dict(path="/rewritten", headers=[("x-runner", "ideal"), ("x-user", "12345")])
 # The conf of the built-in ``stop`` example that bench/floor.py and the whole-call bench run.
 STOP_EXAMPLE_CONF = '{"body": "hi"}'
-
-
-def request_headers(count, cookie=0):
-    """``count`` headers as ``a6fast.loadgen.request_headers`` makes them, plus a cookie of
-    ``cookie`` bytes."""
-    headers = HEADERS_10[:count]
-    extra = 0
-    while len(headers) < count:
-        headers.append(("x-extra-%d" % extra, "value-%d" % extra))
-        extra += 1
-    if cookie:
-        headers.append(("cookie", "s=" + "a" * cookie))
-    return headers
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Tools for the hostile-input, fault and socket-safety tests: frame surgery, what a runner's
-processes hold (/proc), and timing a good call while something else goes on."""
+processes hold (/proc), and good calls on another connection while something else goes on."""
 import contextlib
 import json
 import os
@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import a6fast
@@ -159,7 +160,7 @@ def wait_until(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
-def settled_fd_count(pids, baseline, timeout=5.0):
+def settled_fd_count(pids, baseline, timeout=10.0):
     """The fd count once it is back at ``baseline`` (or whatever it is after ``timeout``)."""
     counts = []
 
@@ -209,17 +210,24 @@ def low_priority(niceness=10):
             pass
 
 
-# Timing -----------------------------------------------------------------------------------------
+# Another connection ---------------------------------------------------------------------------
 
 class LatencyProbe:
-    """Another process making one good call every ``interval`` s on its own connection, timing
-    each (a process of its own, so that this one's threads and GIL do not add to its timings)."""
+    """Another process making one good call every ``interval`` s on its own connection, checking
+    each answer and timing it (a process of its own, so that this one's threads and GIL do not add
+    to its timings).  ``wait_for_answers(n)`` waits for n more answers: while a fault holds, that
+    says the runner still serves others; the timings are for the perf copies of the tests."""
 
     def __init__(self, path, token, interval=0.005, min_calls=5):
         self.args = [path, str(token), str(interval), str(min_calls)]
         self.latencies = []
         self.failures = []
         self._proc = None
+        self._reader = None
+        self._answered = 0
+        self._ended = False  # the probe stopped counting (its report follows)
+        self._report = bytearray()
+        self._changed = threading.Condition()
 
     def __enter__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(a6fast.__file__)))
@@ -227,13 +235,49 @@ class LatencyProbe:
             [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "probe"] + self.args,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        ready = self._proc.stdout.readline()
-        assert ready == b"ready\n", ready
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        with self._changed:
+            self._changed.wait_for(lambda: self._answered or self._ended, 30)
         return self
 
+    def _read(self):
+        # one "+" per answered call, then a newline and the report (JSON)
+        while True:
+            chunk = self._proc.stdout.read1(4096)
+            with self._changed:
+                if not chunk:
+                    self._ended = True
+                elif self._ended:
+                    self._report += chunk
+                else:
+                    counted, newline, rest = chunk.partition(b"\n")
+                    self._answered += counted.count(b"+")
+                    if newline:
+                        self._ended = True
+                        self._report += rest
+                self._changed.notify_all()
+            if not chunk:
+                return
+
+    def answered(self):
+        """Good calls answered so far."""
+        with self._changed:
+            return self._answered
+
+    def wait_for_answers(self, more, timeout=20.0):
+        """Wait (at most ``timeout`` s) until ``more`` calls more than now were answered; True
+        if they were."""
+        with self._changed:
+            target = self._answered + more
+            self._changed.wait_for(lambda: self._answered >= target or self._ended, timeout)
+            return self._answered >= target
+
     def __exit__(self, *exc):
-        out, _ = self._proc.communicate(timeout=30)
-        result = json.loads(out)
+        self._proc.stdin.close()
+        self._proc.wait(30)
+        self._reader.join(30)
+        result = json.loads(bytes(self._report))
         self.latencies = result["latencies"]
         self.failures = result["failures"]
 
@@ -249,8 +293,9 @@ def _probe(path, token, interval, min_calls):
     token, interval, min_calls = int(token), float(interval), int(min_calls)
     latencies, failures = [], []
     stopping = False
+    out = sys.stdout.buffer
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5.0)
+        sock.settimeout(10.0)
         sock.connect(path)
         n = 0
         while not (stopping and len(latencies) >= min_calls) and len(failures) < 5:
@@ -266,14 +311,13 @@ def _probe(path, token, interval, min_calls):
             latencies.append(time.perf_counter() - start)
             if rpc_type != RPC_HTTP_REQ_CALL or gateway.decode_http_req_call_resp(payload).id != n:
                 failures.append(repr((rpc_type, payload)))
-            if n == 1:
-                sys.stdout.write("ready\n")
-                sys.stdout.flush()
+            else:
+                out.write(b"+")
+                out.flush()
             if not stopping and select.select([sys.stdin], [], [], interval)[0]:
                 stopping = not sys.stdin.buffer.read1(64)
-    if not latencies:
-        sys.stdout.write("ready\n")
-    sys.stdout.write(json.dumps({"latencies": latencies, "failures": failures}))
+    out.write(b"\n" + json.dumps({"latencies": latencies, "failures": failures}).encode())
+    out.flush()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["probe"]:

@@ -1,10 +1,13 @@
 """A gateway stand-in for server tests: starts a real runner process on a unix socket in a temp
 dir, talks to it the way APISIX does, and stops it by its own pid."""
+import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import a6fast
@@ -112,6 +115,13 @@ class Gateway:
     def send(self, frame):
         self.sock.sendall(frame)
 
+    def hang_up(self):
+        """Close this end and wait until the runner has closed its own (every process of it)."""
+        self.sock.shutdown(socket.SHUT_WR)
+        while self.sock.recv(65536):
+            pass
+        self.close()
+
     def read(self):
         return gateway.read_frame(self.sock)
 
@@ -172,6 +182,12 @@ class PrepareFailed(Exception):
     def __init__(self, code):
         super().__init__("PrepareConf answered Err %d" % code)
         self.code = code
+
+
+def unread(sock):
+    """Bytes sent on ``sock`` that the runner has not read yet (Linux: SIOCOUTQ of a unix socket);
+    0 once it has read everything, e.g. a frame it now handles."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def err_code(answer):

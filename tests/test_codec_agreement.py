@@ -24,6 +24,8 @@ from a6fast.protocol import (
 
 from fuzz_codec import comparable, decode_all  # tests/fuzz_codec.py, the same reading
 
+pytestmark = pytest.mark.compiled
+
 U32_MAX = 0xFFFFFFFF
 CODECS = (compiled, pure)
 examples = settings(max_examples=300, deadline=None)

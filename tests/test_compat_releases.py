@@ -25,7 +25,8 @@ REQ = dict(id=3, path="/p", src_ip="10.0.0.1")
 HOST_AND_MULTI = [("host", "h"), ("x-m", "1"), ("x-m", "2")]
 
 
-@pytest.fixture(scope="module", params=["compiled", "pure"])
+@pytest.fixture(scope="module",
+                params=[pytest.param("compiled", marks=pytest.mark.compiled), "pure"])
 def runner(request, tmp_path_factory):
     env = {"A6FAST_NO_EXTENSIONS": "1"} if request.param == "pure" else {}
     args = ["--workers", "1"]

@@ -3,7 +3,6 @@ served over a real socket, as the document says they behave."""
 import http.server
 import os
 import threading
-import time
 
 import pytest
 
@@ -129,9 +128,7 @@ def test_auth_header_waiting_for_the_service_stalls_no_other_request(runner, aut
     with runner.gateway(vars={"remote_addr": "10.0.0.6"}) as other:
         hello = other.prepare([("say-hello", "{}")], "hello")
         for n in range(20):
-            started = time.perf_counter()
             assert req_answer(other.call(hello, id=n)).stop.body == b"Hello, 10.0.0.6!"
-            assert time.perf_counter() - started < 0.5
     assert not auth_service.release.is_set()  # all of that happened while it waited
     auth_service.release.set()
     answer = req_answer(gw.read())

@@ -1,6 +1,7 @@
 """Faults of peers, plugins and processes, over a real socket: each fails only what it touches,
 fails closed (a type 0 Err frame), leaks nothing, and stalls no other connection."""
 import os
+import select
 import signal
 import socket
 import threading
@@ -15,10 +16,13 @@ from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, CONF_TOKEN_NOT_FOUND, RPC
 from faultkit import (FAULT_PLUGINS, LatencyProbe, alive, child_fd_limit, children, cpu_seconds,
                       family, fd_count, low_priority, raise_fd_limit, rss_kib, settled_fd_count,
                       wait_until)
-from harness import PrepareFailed, RunnerProcess, err_code
+from harness import PrepareFailed, RunnerProcess, err_code, unread
 
-# A good call on another connection is answered within this while a fault goes on (median; the
-# machine is shared, so single calls may be scheduled late).
+# The module's runner answers a call its plugins have not answered SERVICE_UNAVAILABLE after this
+# long: far longer than a few calls on another connection take however busy the machine.
+CALL_TIMEOUT = 2.0
+# perf: a good call on another connection is answered within this while a fault goes on (median;
+# the machine is shared, so single calls may be scheduled late).
 GOOD_CALL_SECONDS = 0.010
 
 
@@ -32,7 +36,8 @@ def start(tmp_path, *args):
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
-    proc = start(tmp_path_factory.mktemp("faults"), "--workers", "2", "--call-timeout", "0.5")
+    proc = start(tmp_path_factory.mktemp("faults"), "--workers", "2",
+                 "--call-timeout", str(CALL_TIMEOUT))
     yield proc
     assert proc.stop() == 0, proc.log()
 
@@ -57,14 +62,16 @@ def stop_of(answer):
     return resp.stop
 
 
-def assert_good_calls_were_fast(probe):
+def assert_good_calls_were_answered(probe, perf):
+    """Every call of the probe was answered, and rightly; with ``perf``, fast too."""
     calls, median, p90, worst = probe.summary()
     print("good calls meanwhile: %d, median %.2f ms, p90 %.2f ms, max %.2f ms"
           % (calls, median * 1e3, p90 * 1e3, worst * 1e3))
     assert not probe.failures, probe.failures[:3]
     assert calls >= 3, "the probe made %d calls" % calls
-    assert median < GOOD_CALL_SECONDS, "good calls: median %.1f ms, p90 %.1f ms, max %.1f ms" % (
-        median * 1e3, p90 * 1e3, worst * 1e3)
+    if perf:
+        assert median < GOOD_CALL_SECONDS, "good calls: median %.1f ms, p90 %.1f ms, max %.1f ms" \
+            % (median * 1e3, p90 * 1e3, worst * 1e3)
 
 
 # Plugin faults ----------------------------------------------------------------------------------
@@ -90,17 +97,21 @@ def test_hook_returning_a_value_is_service_unavailable(runner, prepare):
 
 @pytest.mark.parametrize("plugin", ["sleeps", "awaits-forever"])
 def test_hung_plugin_gets_service_unavailable_at_the_deadline_and_stalls_no_one(
-        runner, prepare, plugin):
+        runner, prepare, plugin, perf):
     token = prepare(plugin, '{"seconds": 100}' if plugin == "sleeps" else "{}")
     with LatencyProbe(runner.path, prepare("echo")) as probe:
         with runner.gateway() as gw:
             started = time.monotonic()
-            assert err_code(gw.call(token)) == SERVICE_UNAVAILABLE
+            gw.send(gateway.encode_http_req_call_req(1, token))
+            # while that call hangs, another connection's calls are answered
+            assert probe.wait_for_answers(3)
+            assert not select.select([gw.sock], [], [], 0)[0], "answered before the deadline"
+            assert err_code(gw.read()) == SERVICE_UNAVAILABLE  # the plugin would take 100 s
             waited = time.monotonic() - started
             # the connection of the stuck call goes on serving
             assert stop_of(gw.call(prepare("echo"), path="/next")).body == b"/next"
-    assert 0.45 <= waited < 2.0, waited
-    assert_good_calls_were_fast(probe)
+    assert waited >= CALL_TIMEOUT, waited  # not before the deadline (a slow machine answers later)
+    assert_good_calls_were_answered(probe, perf)
 
 
 @pytest.mark.parametrize("plugin", ["exits-inline", "exits-thread", "exits-async"])
@@ -153,25 +164,28 @@ def test_default_call_deadline_is_30_s_below_the_gateways_60_s():
 
 def baseline(runner, prepare):
     """(pids, fd count, RSS KiB) of the runner's processes, both workers warmed up."""
-    with runner.gateway() as gw:
-        for _ in range(50):
-            stop_of(gw.call(prepare("echo")))
+    gw = runner.gateway()
+    for _ in range(50):
+        stop_of(gw.call(prepare("echo")))
+    gw.hang_up()  # its descriptor in the runner is closed: not counted below
     pids = family(runner.proc.pid)
     assert len(pids) == 3
-    time.sleep(0.05)
     return pids, fd_count(pids), rss_kib(pids)
 
 
-def assert_nothing_leaked(pids, fds, rss, rss_slack_kib=8 * 1024):
+def assert_nothing_leaked(pids, fds, rss, perf, rss_slack_kib=8 * 1024):
+    """Every process alive and its descriptors back to the baseline; with ``perf``, the resident
+    memory of all of them grown by less than ``rss_slack_kib``."""
     assert [pid for pid in pids if not alive(pid)] == []
     assert settled_fd_count(pids, fds) <= fds
-    grown = rss_kib(pids) - rss
-    assert grown < rss_slack_kib, "RSS grew by %d KiB" % grown
+    if perf:
+        grown = rss_kib(pids) - rss
+        assert grown < rss_slack_kib, "RSS grew by %d KiB" % grown
 
 
 @pytest.mark.parametrize("plugin,when", [("sleeps", "mid-call"), ("var-thread", "mid-ExtraInfo"),
                                          ("var-async", "mid-ExtraInfo")])
-def test_peer_closing_mid_call_leaks_nothing(runner, prepare, plugin, when):
+def test_peer_closing_mid_call_leaks_nothing(runner, prepare, plugin, when, perf):
     token = prepare(plugin, '{"seconds": 0.2}' if plugin == "sleeps" else "{}")
     pids, fds, rss = baseline(runner, prepare)
     with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
@@ -180,12 +194,14 @@ def test_peer_closing_mid_call_leaks_nothing(runner, prepare, plugin, when):
                 gw.send(gateway.encode_http_req_call_req(i, token))
                 if when == "mid-ExtraInfo":
                     assert gw.read()[0] == RPC_EXTRA_INFO  # then never answered
-    assert_good_calls_were_fast(probe)
-    time.sleep(0.3)  # the abandoned sleeps end
-    assert_nothing_leaked(pids, fds, rss)
+                else:
+                    # the runner has read the call: the close comes mid-call
+                    assert wait_until(lambda: unread(gw.sock) == 0, 10, interval=0.001)
+    assert_good_calls_were_answered(probe, perf)
+    assert_nothing_leaked(pids, fds, rss, perf)
 
 
-def test_peer_that_never_reads_its_answers_is_not_buffered_without_bound(runner, prepare):
+def test_peer_that_never_reads_its_answers_is_not_buffered_without_bound(runner, prepare, perf):
     pids, fds, rss = baseline(runner, prepare)
     call = gateway.encode_http_req_call_req(1, prepare("echo"), path="/" + "x" * 40)
     batch = call * 2000
@@ -207,18 +223,20 @@ def test_peer_that_never_reads_its_answers_is_not_buffered_without_bound(runner,
         sender = threading.Thread(target=flood)
         sender.start()
         sender.join(60)
-        time.sleep(0.2)
-    assert not sender.is_alive()
+        assert not sender.is_alive()
+        # the runner stopped reading the hog: meanwhile another connection is served
+        assert probe.wait_for_answers(3)
     # what the runner took in before it stopped reading: socket buffers and a bounded backlog
     assert sent[0] < 8 << 20, "the runner read %d bytes from a peer that does not read" % sent[0]
-    assert_good_calls_were_fast(probe)
-    held = rss_kib(pids) - rss
-    assert held < 8 * 1024, "RSS grew by %d KiB for one peer that does not read" % held
+    assert_good_calls_were_answered(probe, perf)
+    if perf:
+        held = rss_kib(pids) - rss
+        assert held < 8 * 1024, "RSS grew by %d KiB for one peer that does not read" % held
     hog.close()
-    assert_nothing_leaked(pids, fds, rss)
+    assert_nothing_leaked(pids, fds, rss, perf)
 
 
-def test_fifty_peers_sending_half_a_frame_then_idling_stall_no_one(runner, prepare):
+def test_fifty_peers_sending_half_a_frame_then_idling_stall_no_one(runner, prepare, perf):
     pids, fds, rss = baseline(runner, prepare)
     half = gateway.encode_http_req_call_req(1, prepare("echo"), path="/half")
     idle = []
@@ -228,15 +246,17 @@ def test_fifty_peers_sending_half_a_frame_then_idling_stall_no_one(runner, prepa
             sock.connect(runner.path)
             sock.sendall(half[:len(half) // 2])
             idle.append(sock)
-        time.sleep(0.3)
-    assert_good_calls_were_fast(probe)
-    assert fd_count(pids) >= fds + 50  # all of them are held open ...
+        # all of them are held open, their half frames read ...
+        assert wait_until(lambda: fd_count(pids) >= fds + 50
+                          and not any(unread(sock) for sock in idle), 10)
+        assert probe.wait_for_answers(3)  # ... while another connection is served
+    assert_good_calls_were_answered(probe, perf)
     for sock in idle:
         sock.close()
-    assert_nothing_leaked(pids, fds, rss)  # ... and all are released
+    assert_nothing_leaked(pids, fds, rss, perf)  # ... and all are released
 
 
-def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prepare):
+def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prepare, perf):
     raise_fd_limit(1200)
     pids, fds, rss = baseline(runner, prepare)
     token = prepare("echo")
@@ -248,7 +268,9 @@ def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prep
                 conns.append(sock)
                 sock.connect(runner.path)
                 sock.settimeout(10)
-            time.sleep(0.1)
+            # all accepted and held, and another connection served meanwhile
+            assert wait_until(lambda: fd_count(pids) >= fds + 1000, 20), fd_count(pids) - fds
+            assert opening.wait_for_answers(3)
         # each of them is served (a burst of 1000 calls at once: not timed against the probe)
         for i, sock in enumerate(conns):
             sock.sendall(gateway.encode_http_req_call_req(i, token, path="/c"))
@@ -261,12 +283,13 @@ def test_a_thousand_connections_at_once_are_all_served_and_released(runner, prep
     finally:
         for sock in conns:
             sock.close()
-    assert_good_calls_were_fast(opening)
-    assert_good_calls_were_fast(closing)
-    assert_nothing_leaked(pids, fds, rss, rss_slack_kib=16 * 1024)
+    assert_good_calls_were_answered(opening, perf)
+    assert_good_calls_were_answered(closing, perf)
+    assert_nothing_leaked(pids, fds, rss, perf, rss_slack_kib=16 * 1024)
 
 
-def test_thousands_of_connections_opened_and_closed_in_a_tight_loop_leak_nothing(runner, prepare):
+def test_thousands_of_connections_opened_and_closed_in_a_tight_loop_leak_nothing(
+        runner, prepare, perf):
     pids, fds, rss = baseline(runner, prepare)
     half = gateway.encode_http_req_call_req(1, prepare("echo"))[:6]
     with LatencyProbe(runner.path, prepare("echo")) as probe, low_priority():
@@ -275,12 +298,12 @@ def test_thousands_of_connections_opened_and_closed_in_a_tight_loop_leak_nothing
                 sock.connect(runner.path)
                 if i % 3 == 1:
                     sock.sendall(half)
-    assert_good_calls_were_fast(probe)
-    assert_nothing_leaked(pids, fds, rss)
+    assert_good_calls_were_answered(probe, perf)
+    assert_nothing_leaked(pids, fds, rss, perf)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path, workers):
+def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path, workers, perf):
     with child_fd_limit(64):
         proc = start(tmp_path, "--workers", workers)
     extra = []
@@ -291,11 +314,13 @@ def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path, w
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(proc.path)
                 extra.append(sock)
-            time.sleep(0.3)
-            pids = family(proc.proc.pid)
-            used = sum(cpu_seconds(pid) for pid in pids)
-            time.sleep(1.0)
-            used = sum(cpu_seconds(pid) for pid in pids) - used
+            assert wait_until(lambda: "cannot accept a connection" in proc.log(), 10), proc.log()
+            if perf:
+                pids = family(proc.proc.pid)
+                used = sum(cpu_seconds(pid) for pid in pids)
+                time.sleep(1.0)  # the span measured, not a wait for something to happen
+                used = sum(cpu_seconds(pid) for pid in pids) - used
+                assert used < 0.25, "the runner used %.2f s of CPU in 1 s at the fd limit" % used
             assert stop_of(gw.call(token)).status == 200
             dropped = 0
             for sock in extra:
@@ -306,11 +331,14 @@ def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path, w
                     pass
                 sock.close()
             extra = []
-        assert used < 0.25, "the runner used %.2f s of CPU in 1 s at the fd limit" % used
         with proc.gateway() as gw:  # accepting again
             assert stop_of(gw.call(token)).status == 200
         log = proc.log()
-        assert 1 <= log.count("cannot accept a connection") <= 20 * 3 * int(workers)
+        # Each failed accept pauses the intake for 0.1 s, so no more than 10 a second come, and
+        # the log limiter (20 lines a second) lets all through: one suppressed would mean the
+        # runner retried in a loop.
+        assert log.count("cannot accept a connection") >= 1
+        assert "suppressed" not in log, log
         # the rest waited in the listen backlog, or (several workers) with the supervisor
         assert dropped == 0
         assert "was lost" not in log
@@ -323,23 +351,30 @@ def test_at_the_fd_limit_the_runner_neither_spins_nor_floods_the_log(tmp_path, w
 # Processes --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_drains_within_one_second_even_with_a_plugin_thread_stuck(tmp_path, workers):
+def test_sigterm_drains_and_exits_even_with_a_plugin_thread_stuck(tmp_path, workers, perf):
     proc = start(tmp_path, "--workers", workers)
     pids = family(proc.proc.pid)
     with proc.gateway() as stuck, proc.gateway() as idle:
         token = stuck.prepare([("sleeps", '{"seconds": 100}')], "route#stuck")
         assert stop_of(idle.call(idle.prepare([("echo", "{}")], "route#echo"))).status == 200
         stuck.send(gateway.encode_http_req_call_req(1, token))
-        time.sleep(0.1)
+        assert wait_until(lambda: unread(stuck.sock) == 0, 10)  # the call is in the runner
         started = time.monotonic()
         proc.signal(signal.SIGTERM)
-        status = proc.proc.wait(5)
+        status = proc.proc.wait(10)  # the plugin would hold it 100 s
         took = time.monotonic() - started
     print("--workers %s: exited %.3f s after SIGTERM" % (workers, took))
     assert status == 0, proc.log()
-    assert took < 1.0, "exited %.2f s after SIGTERM" % took
+    # the stuck call was left: by its worker at the drain deadline or, with a supervisor, by the
+    # supervisor killing a worker that did not stop in time
+    given_up = ["exiting with 1 call(s) unanswered"]
+    if workers != "1":
+        given_up.append("did not stop in time; killing it")
+    assert any(line in proc.log() for line in given_up), proc.log()
+    if perf:  # the gateway sends SIGKILL about 1 s after SIGTERM
+        assert took < 1.0, "exited %.2f s after SIGTERM" % took
     assert not os.path.exists(proc.path)
-    assert wait_until(lambda: not any(alive(pid) for pid in pids), 1.0)
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 10.0)
     proc.stop()
 
 
@@ -380,6 +415,37 @@ def test_sigkill_of_the_parent_then_restart_at_once(tmp_path):
         assert wait_until(lambda: not os.path.exists(shared), 10.0), shared
     finally:
         assert second.stop() == 0
+
+
+def test_sigkill_of_the_parent_while_its_workers_import_the_plugins_takes_them_too(tmp_path):
+    # With several workers each imports the plugins after the fork: the parent's death (the
+    # SIGTERM the kernel then sends each worker) must not be lost while that import runs.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    importing = tmp_path / "importing"
+    (plugins / "slow_import.py").write_text(
+        "import os, time, a6fast\n"
+        "with open(%r, 'a') as f:\n    f.write('%%d\\n' %% os.getpid())\n"
+        "time.sleep(2)\n\n"
+        "@a6fast.plugin('slow-import', inline=True)\n"
+        "def slow_import(request, conf):\n    request.stop(200)\n" % str(importing))
+    proc = RunnerProcess(tmp_path, "--plugins", str(plugins), "--workers", "2", wait=False)
+    workers = []
+
+    def both_workers_importing():
+        workers[:] = children(proc.proc.pid)
+        seen = importing.read_text().split() if importing.exists() else []
+        return len(workers) == 2 and all(str(pid) in seen for pid in workers)
+    try:
+        assert wait_until(both_workers_importing, 20), proc.log()
+        proc.kill()
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 10.0), \
+            (workers, proc.log())
+    finally:
+        proc.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_killed_worker_is_restarted_and_tokens_issued_before_still_work(tmp_path):

@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_codec.py")
 
 
+@pytest.mark.compiled  # the fuzzer feeds the compiled readers (checked against the pure ones)
 def test_short_fuzz_run_meets_nothing_but_decode_errors(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

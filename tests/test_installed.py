@@ -60,6 +60,24 @@ def test_the_compiled_codec_is_in_use_unless_the_pure_one_was_asked_for():
     # on it rather than pass on the fallback
     assert codec.FALLBACK_REASON is None, codec.FALLBACK_REASON
     assert codec.IMPLEMENTATION == "compiled"
+@pytest.mark.skipif(not IN_SOURCE_TREE, reason="reads the source tree's pyproject.toml")
+def test_pyproject_takes_the_version_from_the_package():
+    import tomllib
+
+    with open(os.path.join(SOURCE_ROOT, "pyproject.toml"), "rb") as f:
+        pyproject = tomllib.load(f)
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "a6fast.__version__"}
+
+
+def test_the_installed_version_is_the_packages():
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("a6fast")
+    except metadata.PackageNotFoundError:
+        pytest.skip("a6fast is imported from a tree, not installed")
+    assert installed == a6fast.__version__
 
 
 def test_the_package_is_typed():

@@ -1,10 +1,13 @@
 """The runner's own loop: dispatch, timers, thread hand-offs, and surviving a failing handler."""
 import logging
 import socket
+import threading
 import time
 
-from a6fast.futures import run_blocking
+from a6fast.futures import ThreadPool, run_blocking
 from a6fast.server.loop import Loop
+
+from faultkit import wait_until
 
 
 def test_a_handler_that_raises_does_not_stop_the_loop(caplog):
@@ -101,3 +104,21 @@ def test_a_thread_that_cannot_start_leaves_the_pool_working(monkeypatch):
         time.sleep(0.005)
     assert done == ["set_result", "set_result"]
     pool.shutdown()
+def test_work_submitted_while_an_idle_thread_is_still_waking_gets_a_thread_of_its_own():
+    # Two pieces of work that can only finish together (a barrier of two), submitted while the
+    # pool's one idle thread has been told to wake but has not yet run: the second must get a
+    # new thread, not wait behind the first for one that never comes free.  The pool's lock is
+    # made reentrant and held across both submits, so that the idle thread cannot wake between.
+    done = []
+    pool = ThreadPool(4, lambda fn, *args: done.append((fn.__name__, args)))
+    pool._lock = threading.Condition(threading.RLock())
+    pool.submit(lambda: None, ())
+    assert wait_until(lambda: pool._idle == 1, 10)
+    both = threading.Barrier(2)
+    with pool._lock:
+        pool.submit(both.wait, (10,))
+        pool.submit(both.wait, (10,))
+    assert wait_until(lambda: len(done) == 3, 20)
+    pool.shutdown()
+    assert [name for name, _ in done[1:]] == ["set_result", "set_result"], done
+    assert sorted(args for _, args in done[1:]) == [(0,), (1,)]

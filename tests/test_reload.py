@@ -13,9 +13,13 @@ from a6fast.protocol import (ACTION_STOP, CONF_TOKEN_NOT_FOUND, RPC_ERR, RPC_HTT
 from faultkit import children, wait_until
 from harness import Gateway, RunnerProcess
 
-PLUGIN = '''import a6fast
+PLUGIN = '''import os
+
+import a6fast
 
 VERSION = %r
+with open(os.path.join(os.path.dirname(__file__), os.pardir, "imported"), "a") as f:
+    f.write("%%d\\n" %% os.getpid())  # this process has the plugins: start() waits for that
 
 
 @a6fast.plugin("versioned", inline=True)
@@ -37,7 +41,15 @@ def start(tmp_path, workers, *args):
     write_plugin(plugins, "v0")
     proc = RunnerProcess(tmp_path, "--plugins", str(plugins), "--workers", str(workers), *args)
     if workers > 1:
-        assert wait_until(lambda: len(children(proc.proc.pid)) == workers, 10), proc.log()
+        # each worker imports the plugins after its fork: changed before that, the files would
+        # give it other code than the supervisor checked
+        imported = tmp_path / "imported"
+
+        def all_imported():
+            pids = children(proc.proc.pid)
+            done = imported.read_text().split() if imported.exists() else []
+            return len(pids) == workers and all(str(pid) in done for pid in pids)
+        assert wait_until(all_imported, 20), proc.log()
     return proc, plugins
 
 
@@ -162,7 +174,9 @@ def test_a_reload_whose_import_hangs_holds_up_no_call_and_no_stop(tmp_path, work
         call_until(proc, "v0")
         (plugins / "versioned.py").write_text("import time\ntime.sleep(600)\n")
         proc.signal(signal.SIGHUP)
-        time.sleep(0.3)  # the check is importing (and stuck) now
+        # the check's child is there, importing (and stuck): one more child than workers serving
+        serving = workers if workers > 1 else 0
+        assert wait_until(lambda: len(children(proc.proc.pid)) == serving + 1, 20)
         with proc.gateway(timeout=10) as gw:  # a new connection is served meanwhile
             rpc_type, payload = gw.call_like_apisix([("versioned", "")], key="route#v", path="/p")
             assert gateway.decode_http_req_call_resp(payload).stop.body.startswith(b"v0")

@@ -4,7 +4,6 @@ import signal
 import socket
 import stat
 import threading
-import time
 
 import pytest
 
@@ -13,7 +12,8 @@ from a6fast.protocol import (BAD_REQUEST, CONF_TOKEN_NOT_FOUND, RPC_ERR, RPC_HTT
                              RPC_PREPARE_CONF, SERVICE_UNAVAILABLE, ACTION_NONE, ACTION_REWRITE,
                              ACTION_STOP)
 
-from harness import PLUGINS, Gateway, PrepareFailed, RunnerProcess, err_code
+from faultkit import wait_until
+from harness import PLUGINS, Gateway, PrepareFailed, RunnerProcess, err_code, unread
 
 SERVER_PLUGINS = os.path.join(PLUGINS, "server")
 
@@ -120,7 +120,8 @@ def test_frame_split_into_single_bytes_is_read_exactly(runner):
         frame = gateway.encode_http_req_call_req(5, token, path="/slow")
         for i in range(len(frame)):
             gw.send(frame[i:i + 1])
-            time.sleep(0.0005)
+            # read before the next byte is sent: one recv() per byte
+            assert wait_until(lambda: unread(gw.sock) == 0, 10, interval=0.0005)
         resp = answer_of(gw.read())
     assert resp.id == 5 and resp.stop.status == 403
 
@@ -187,11 +188,11 @@ def test_sigterm_finishes_the_call_in_flight_removes_socket_and_exits_zero(tmp_p
     with proc.gateway() as gw:
         token = gw.prepare([("slow", '{"seconds": 0.3}')], "route#slow")
         gw.send(gateway.encode_http_req_call_req(11, token))
-        time.sleep(0.1)
+        assert wait_until(lambda: unread(gw.sock) == 0, 10)  # the call is in the runner
         proc.signal(signal.SIGTERM)
         resp = answer_of(gw.read())
         assert resp.id == 11 and resp.stop.body == b"slept"
-    assert proc.proc.wait(5) == 0
+    assert proc.proc.wait(10) == 0
     assert not os.path.exists(proc.path)
     with pytest.raises(OSError):
         Gateway(proc.path)
@@ -200,7 +201,7 @@ def test_sigterm_finishes_the_call_in_flight_removes_socket_and_exits_zero(tmp_p
 def test_sigint_also_stops_cleanly(tmp_path):
     proc = RunnerProcess(tmp_path)
     proc.signal(signal.SIGINT)
-    assert proc.proc.wait(5) == 0
+    assert proc.proc.wait(10) == 0
     assert not os.path.exists(proc.path)
 
 
@@ -302,6 +303,15 @@ def test_connections_are_dealt_evenly_to_the_workers(tmp_path):
     try:
         with proc.gateway() as gw:
             token = gw.prepare([("worker-pid", "{}")], "route#pid")
+        # Both workers serving first: one still starting has not taken (nor given back the
+        # credit for) what it was dealt, and the supervisor deals its turn to the other.
+        seen = set()
+
+        def both_serving():
+            with proc.gateway() as gw:
+                seen.add(answer_of(gw.call(token)).stop.body)
+            return len(seen) == 2
+        assert wait_until(both_serving, 20), seen
         gateways = [proc.gateway() for _ in range(8)]  # opened in a burst, as APISIX does
         pids = [answer_of(gw.call(token)).stop.body for gw in gateways]
     finally:

@@ -158,6 +158,7 @@ def test_counters_are_visible_while_calls_run(tmp_path):
     address = "unix:%s" % (tmp_path / "stats.sock")
     runner = RunnerProcess(tmp_path, "--workers", "1", "--stats", address)
     seen = []
+    midway = threading.Event()  # set once a snapshot showed some of the calls but not all
     done = threading.Event()
 
     def load():
@@ -165,6 +166,8 @@ def test_counters_are_visible_while_calls_run(tmp_path):
             with runner.gateway() as gw:
                 token = gw.prepare(STOP, "route#load")
                 for i in range(600):
+                    if i == 300:  # half done: the rest waits until the counters were seen
+                        midway.wait(30)
                     gw.call(token, id=i)
         finally:
             done.set()
@@ -174,11 +177,14 @@ def test_counters_are_visible_while_calls_run(tmp_path):
             t.start()
         while not done.is_set():
             seen.append(read_snapshot(address)["calls"]["HTTPReqCall"])
+            if 0 < seen[-1] < 1800:
+                midway.set()
             time.sleep(0.01)
         for t in threads:
             t.join(60)
         final = read_snapshot(address)
     finally:
+        midway.set()
         assert runner.stop() == 0
     assert seen == sorted(seen)  # counters only grow
     assert any(0 < n < 1800 for n in seen)  # read while the calls ran

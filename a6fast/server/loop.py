@@ -88,8 +88,6 @@ class Loop:
         self._threads = threads
         self._pool = None
         self._loop_thread = None
-        self.stopping = False
-        self.signal_handlers = {}
 
     # file descriptors -------------------------------------------------------------------------
     def add_reader(self, fd, handler):
@@ -147,7 +145,6 @@ class Loop:
     # signals ----------------------------------------------------------------------------------
     def on_signal(self, signum, callback):
         """Run ``callback()`` on the loop when ``signum`` arrives (the handler only wakes the loop)."""
-        self.signal_handlers[signum] = callback
         signal.signal(signum, lambda s, f: self.call_soon_threadsafe(callback))
 
     # running ----------------------------------------------------------------------------------

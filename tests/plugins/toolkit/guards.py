@@ -53,14 +53,6 @@ def explode(request, conf):
     raise RuntimeError("plugin bug")
 
 
-@a6fast.plugin("stall")
-async def stall(request, conf):
-    """Never answers: waits on a thread that sleeps longer than the test's call timeout."""
-    import time
-
-    await a6fast.run_blocking(time.sleep, conf["seconds"])
-
-
 class Redact(a6fast.Plugin):
     """Response phase: read the upstream body, hide a secret, keep the other headers."""
 
