@@ -126,7 +126,9 @@ def test_the_fallback_install_serves_on_the_pure_codec_and_says_so(fallback, tmp
     # the installed copy first; -S leaves out the .pth files, so an editable install of a6fast
     # in this environment cannot lend its compiled codec (the dependencies come from PYTHONPATH)
     paths = sysconfig.get_paths()
-    env = {"PYTHONPATH": os.pathsep.join([str(site), paths["purelib"], paths["platlib"]])}
+    # (and the pure codec not asked for, also in make test's A6FAST_NO_EXTENSIONS=1 pass)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), paths["purelib"], paths["platlib"]]),
+           "A6FAST_NO_EXTENSIONS": ""}
     python = [sys.executable, "-S"]
     where = subprocess.run(
         python + ["-c", "import a6fast, a6fast.codec as c; "
