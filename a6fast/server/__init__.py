@@ -5,7 +5,6 @@ import logging
 import os
 import pwd
 import resource
-import signal
 import stat
 from dataclasses import dataclass, field
 from typing import List, Optional, Union
@@ -16,7 +15,7 @@ from .plugins import PluginsFailed, check_plugins_apart, load_plugins
 from .shared import SharedConfs
 from .supervisor import Supervisor
 from .tokens import MAX_WORKERS, StateError, open_lanes
-from .worker import EarlyStop, serve_worker
+from .worker import EarlySignals, serve_worker
 
 __all__ = ["ServeOptions", "serve", "ListenError", "StateError", "PluginsFailed",
            "default_workers", "MAX_WORKERS"]
@@ -71,9 +70,8 @@ def serve(options, registry=None):
     from .. import codec
 
     _raise_fd_limit()
-    early_stop = EarlyStop()
-    early_stop.install()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until it can reload
+    early = EarlySignals()
+    early.install()
     path = parse_listen_address(options.listen)
     if options.workers <= 1:
         if registry is None:
@@ -83,7 +81,7 @@ def serve(options, registry=None):
         names = registry.names()
     else:
         if registry is None:
-            report = check_plugins_apart(options, lambda: early_stop.asked)
+            report = check_plugins_apart(options, lambda: early.stop_asked)
             if report is None:
                 return 0  # stopped (SIGTERM/SIGINT) while the plugins were checked
             if report["errors"]:
@@ -124,7 +122,7 @@ def serve(options, registry=None):
     if options.workers <= 1:
         try:
             return serve_worker(options, registry, sock, lanes.source(0, reserve=True), None,
-                                early_stop, on_stop=lambda: remove_socket(path, identity),
+                                early, on_stop=lambda: remove_socket(path, identity),
                                 stats=stats)
         finally:
             remove_socket(path, identity)
@@ -135,7 +133,7 @@ def serve(options, registry=None):
                 stats.close()
     shared = SharedConfs.create()
     try:
-        return Supervisor(options, registry, sock, lanes, shared, early_stop, stats=stats).run()
+        return Supervisor(options, registry, sock, lanes, shared, early, stats=stats).run()
     finally:
         remove_socket(path, identity)
         shared.remove()

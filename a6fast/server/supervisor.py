@@ -18,7 +18,7 @@ from .handoff import Dispatcher, HandoffListener
 from .plugins import PluginCheck, PluginWatch, die_with_parent, load_plugins
 from .stats import RunnerCounts
 from .tokens import LANES
-from .worker import EarlyStop, serve_worker
+from .worker import EarlySignals, serve_worker
 
 log = logging.getLogger("a6fast.server")
 
@@ -41,13 +41,13 @@ class _Generation:
 
 
 class Supervisor:
-    def __init__(self, options, registry, sock, lanes, shared, early_stop, stats=None):
+    def __init__(self, options, registry, sock, lanes, shared, early, stats=None):
         self.options = options
         self.registry = registry  # None: each worker imports the plugins itself
         self.sock = sock
         self.lanes = lanes  # conf token lanes: a worker's slot is its lane
         self.shared = shared
-        self.early_stop = early_stop  # a SIGTERM/SIGINT that came before run()
+        self.early = early  # a SIGTERM/SIGINT that came before run()
         self.stats = stats  # the --stats socket: answered here from the workers' snapshots
         # workers restarted and reloads done: in the stats and metrics
         self.counts = stats.counts if stats is not None else RunnerCounts()
@@ -108,12 +108,12 @@ class Supervisor:
                         log.error("worker not started: %s:%d: %s", path, line, message)
                     status = PLUGINS_FAILED_STATUS
                     return
-            early_stop = EarlyStop()
-            early_stop.install()
+            early = EarlySignals()
+            early.install(reload=False)  # the supervisor reloads
             listener = HandoffListener(theirs)
             listener.ready()
             status = serve_worker(self.options, registry, listener, self.lanes.source(slot),
-                                  self.shared, early_stop, stats=self.stats)
+                                  self.shared, early, stats=self.stats)
         except BaseException:  # noqa: B902  the worker must never return into the parent's code
             log.exception("worker %d failed", os.getpid())
         finally:
@@ -134,7 +134,8 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.stop_asked = self.early_stop.asked
+        self.stop_asked = self.early.stop_asked
+        self.reload_asked = self.early.reload_asked
 
         def on_stop(signum, frame):
             self.stop_asked = True

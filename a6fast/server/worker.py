@@ -18,19 +18,25 @@ log = logging.getLogger("a6fast.server")
 DRAIN_SECONDS = 0.8
 
 
-class EarlyStop:
-    """A SIGTERM/SIGINT that comes before a loop handles them still means a clean stop, never
-    the default death: installed first thing, and read by whoever starts serving."""
+class EarlySignals:
+    """Signals that come before a loop handles them: a SIGTERM/SIGINT still means a clean stop
+    (never the default death), a SIGHUP a reload once serving.  Installed first thing, read by
+    whoever starts serving."""
 
     def __init__(self):
-        self.asked = False
+        self.stop_asked = False
+        self.reload_asked = False
 
-    def install(self):
+    def install(self, reload=True):
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handler)
+            signal.signal(signum, self._stop)
+        signal.signal(signal.SIGHUP, self._reload if reload else signal.SIG_IGN)
 
-    def _handler(self, signum, frame):
-        self.asked = True
+    def _stop(self, signum, frame):
+        self.stop_asked = True
+
+    def _reload(self, signum, frame):
+        self.reload_asked = True
 
 
 class _Ending:
@@ -77,7 +83,7 @@ def reload_in_place(options, runner, counts):
     poll()
 
 
-def serve_worker(options, registry, sock, tokens, shared, early_stop, on_stop=None, stats=None):
+def serve_worker(options, registry, sock, tokens, shared, early, on_stop=None, stats=None):
     """One process's loop over ``sock`` until SIGTERM/SIGINT and a drain; with several workers
     (``shared``), until SIGUSR1 (a reload) and every connection handed back."""
     confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
@@ -100,12 +106,14 @@ def serve_worker(options, registry, sock, tokens, shared, early_stop, on_stop=No
 
     loop.on_signal(signal.SIGTERM, stop)
     loop.on_signal(signal.SIGINT, stop)
-    if early_stop.asked:
+    if early.stop_asked:
         stop()
     if shared is None:
         # one worker, no supervisor: a reload happens here
         counts = stats.counts if stats is not None else None
         loop.on_signal(signal.SIGHUP, lambda: reload_in_place(options, runner, counts))
+        if early.reload_asked:
+            loop.call_soon(reload_in_place, options, runner, counts)
         if options.reload_on_change:
             watch = PluginWatch(options.plugin_dirs)
 
