@@ -161,6 +161,12 @@ def _run_check_child(options, parent, write_end):
         os._exit(status)
 
 
+def log_refused_reload(errors):
+    """One line per load error of a reload that is refused (the running code keeps serving)."""
+    for path, line, message in errors:
+        log.error("reload refused: %s:%d: %s", path, line, message)
+
+
 def check_plugins_apart(options, stop_asked=lambda: False):
     """The start-up check (blocking): ``PluginCheck(options).wait(stop_asked)``."""
     return PluginCheck(options).wait(stop_asked)

@@ -15,7 +15,8 @@ import signal
 import time
 
 from .handoff import Dispatcher, HandoffListener
-from .plugins import PluginCheck, PluginWatch, die_with_parent, load_plugins
+from .plugins import (PluginCheck, PluginWatch, die_with_parent, load_plugins,
+                      log_refused_reload)
 from .stats import RunnerCounts
 from .tokens import LANES
 from .worker import EarlySignals, serve_worker
@@ -220,8 +221,7 @@ class Supervisor:
                 return
             report, self.check = self.check.result, None
             if report["errors"]:
-                for path, line, message in report["errors"]:
-                    log.error("reload refused: %s:%d: %s", path, line, message)
+                log_refused_reload(report["errors"])
                 self._refuse("the plugins on disk do not load")
                 return
             self._start_generation(report["names"])

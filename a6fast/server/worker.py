@@ -9,7 +9,8 @@ import time
 
 from .confstore import ConfStore
 from .loop import Loop
-from .plugins import PluginCheck, PluginWatch, forget_plugin_modules, load_plugins
+from .plugins import (PluginCheck, PluginWatch, forget_plugin_modules, load_plugins,
+                      log_refused_reload)
 from .runner import Runner
 
 log = logging.getLogger("a6fast.server")
@@ -64,16 +65,13 @@ def reload_in_place(options, runner, counts):
             runner.loop.call_later(0.02, poll)
             return
         runner.plugin_check = None
-        if check.result["errors"]:
-            for path, line, message in check.result["errors"]:
-                log.error("reload refused: %s:%d: %s", path, line, message)
-            log.error("reload refused: the running plugins keep serving")
-            return
-        forget_plugin_modules(options.plugin_dirs)
-        registry = load_plugins(options, quiet=True)
-        if registry.errors:  # changed again since the check
-            for path, line, message in registry.errors:
-                log.error("reload refused: %s:%d: %s", path, line, message)
+        errors = check.result["errors"]
+        if not errors:
+            forget_plugin_modules(options.plugin_dirs)
+            registry = load_plugins(options, quiet=True)
+            errors = registry.errors  # the files may have changed again since the check
+        if errors:
+            log_refused_reload(errors)
             log.error("reload refused: the running plugins keep serving")
             return
         runner.reload(registry)
