@@ -1,0 +1,96 @@
+"""User-space instructions per call of the runner, counted by valgrind (cachegrind): a count,
+not a time, so the same on a busy machine as on a quiet one.
+
+`a6fast serve --workers 1` runs under cachegrind twice, once loaded with FEW calls and once with
+MANY (one connection, the request `a6fast bench` sends by default to the `stop` example with conf
+{"body": "hi"}, as in `make floor`); start-up and shut-down cost the same in both, so
+
+    (instructions of the MANY run - instructions of the FEW run) / (MANY - FEW)
+
+is what one call costs the runner.  Each pair is run ROUNDS times and the median printed.
+
+    python bench/instructions.py [--few 2000] [--many 12000] [--rounds 3] [--header-count N]
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP_CONF = '{"body": "hi"}'
+
+
+def runner_bin(name):
+    venv = os.path.join(REPO, ".venv", "bin", name)
+    return venv if os.access(venv, os.X_OK) else name
+
+
+def wait_listening(path, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the runner exited with %s" % proc.returncode)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(path)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("nothing listens on %s after %ss" % (path, timeout))
+
+
+def count(tmp, calls, extra_bench_args):
+    """Instructions the runner executed, start to exit, serving ``calls`` calls."""
+    sock = os.path.join(tmp, "runner.sock")
+    out = os.path.join(tmp, "cachegrind.%d.out" % calls)
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=" + out,
+         runner_bin("a6fast"), "serve", "--workers", "1", "--listen", "unix:" + sock],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        wait_listening(sock, proc)
+        subprocess.run([runner_bin("a6fast"), "bench", "--listen", "unix:" + sock,
+                        "--plugin", "stop", "--conf", STOP_CONF, "--connections", "1",
+                        "--calls", str(calls), "--expect", "Stop 200"] + extra_bench_args,
+                       check=True, stdout=subprocess.DEVNULL)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(120)
+    with open(out) as f:
+        text = f.read()
+    match = re.search(r"^summary:\s+(\d+)", text, re.M)
+    if match is None:
+        raise SystemExit("no summary line in %s" % out)
+    return int(match.group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--few", type=int, default=2000)
+    parser.add_argument("--many", type=int, default=12000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bench-arg", action="append", default=[],
+                        help="an argument for `a6fast bench` (repeatable), e.g. --bench-arg=--header"
+                             " --bench-arg='cookie: ...'")
+    args = parser.parse_args()
+    per_call = []
+    with tempfile.TemporaryDirectory(prefix="a6fast-instr-") as tmp:
+        if os.environ.get("A6FAST_KEEP"):
+            tmp = os.environ["A6FAST_KEEP"]
+        for round_no in range(1, args.rounds + 1):
+            few = count(tmp, args.few, args.bench_arg)
+            many = count(tmp, args.many, args.bench_arg)
+            per_call.append((many - few) / (args.many - args.few))
+            print("  round %d: %d calls %d instructions, %d calls %d instructions: %.0f per call"
+                  % (round_no, args.few, few, args.many, many, per_call[-1]), flush=True)
+    print("instructions per call (median of %d): %.0f" % (args.rounds, statistics.median(per_call)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
