@@ -219,14 +219,65 @@ cdef uint32_t _scalar(const uint8_t* p, const _Table* t, int slot, int width) ex
     return _u32(p + at)
 
 
-cdef bytes _snapshot(object payload):
-    # Decoded messages keep the payload for their lazy fields: anything but bytes is copied once,
-    # so a reused receive buffer cannot change them later.
+cdef int _bounds(object start, object end, int64_t size, int64_t* lo, int64_t* hi) except -1:
+    """The message ``buf[start:end]`` of a buffer of ``size`` bytes: ints (not bool), ``end``
+    None for ``size``, 0 <= start <= end <= size; DecodeError otherwise (the pure twin's words)."""
+    cdef long long s = 0, e
+    cdef int overflow = 0
+    if not PyLong_CheckExact(start):
+        raise DecodeError("payload start must be an int, not %s" % type(start).__name__)
+    if end is None:
+        e = size
+    elif PyLong_CheckExact(end):
+        e = PyLong_AsLongLongAndOverflow(end, &overflow)
+    else:
+        raise DecodeError("payload end must be an int or None, not %s" % type(end).__name__)
+    if not overflow:
+        s = PyLong_AsLongLongAndOverflow(start, &overflow)
+    if overflow or not 0 <= s <= e <= size:
+        raise DecodeError("payload [%d:%d] is not within the %d bytes of the buffer"
+                          % (start, size if end is None else end, size))
+    lo[0] = s
+    hi[0] = e
+    return 0
+
+
+cdef bytes _snapshot(object payload, object start, object end, int64_t* off, int64_t* n):
+    """``payload[start:end]`` as it stands now, for decoded messages to keep: a bytes payload
+    itself (``off`` then says where the part starts), any other buffer's part copied once, so a
+    reused receive buffer cannot change lazy fields later."""
+    cdef Py_buffer view
+    cdef int64_t lo, hi
+    cdef bytes part
     if PyBytes_CheckExact(payload):
+        _bounds(start, end, PyBytes_GET_SIZE(payload), &lo, &hi)
+        off[0] = lo
+        n[0] = hi - lo
         return <bytes>payload
-    if PyObject_CheckBuffer(payload):
-        return memoryview(payload).tobytes()
-    raise DecodeError("payload must be bytes-like, not %s" % type(payload).__name__)
+    if PyByteArray_CheckExact(payload):
+        _bounds(start, end, PyByteArray_GET_SIZE(payload), &lo, &hi)
+        off[0] = 0
+        n[0] = hi - lo
+        return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(payload) + lo, hi - lo)
+    if not PyObject_CheckBuffer(payload):
+        raise DecodeError("payload must be bytes-like, not %s" % type(payload).__name__)
+    try:
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    except BufferError:                       # not contiguous: its bytes in order, one copy
+        part = memoryview(payload).tobytes()
+        _bounds(start, end, PyBytes_GET_SIZE(part), &lo, &hi)
+        off[0] = lo
+        n[0] = hi - lo
+        return part
+    except ValueError:                        # a released memoryview
+        raise DecodeError("payload is a released buffer") from None
+    try:
+        _bounds(start, end, view.len, &lo, &hi)
+        off[0] = 0
+        n[0] = hi - lo
+        return PyBytes_FromStringAndSize(<const char*>view.buf + lo, hi - lo)
+    finally:
+        PyBuffer_Release(&view)
 
 
 # Bits of the _have fields: lazy fields already decoded.
@@ -242,30 +293,35 @@ cdef enum:
 @cython.final
 @cython.freelist(16)
 cdef class HTTPReqCallReq:
-    """HTTPReqCallReq(payload)
+    """HTTPReqCallReq(payload, start=0, end=None)
 --
 
-An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers`` on use."""
+An HTTPReqCall.Req (the message ``payload[start:end]``): scalars read at once,
+    ``path``/``src_ip``/``args``/``headers`` on use."""
 
     cdef readonly uint32_t id
     cdef readonly int method
     cdef readonly uint32_t conf_token
+    # The payload is _n bytes at _off in _buf: every lazy read is bounded by them.
     cdef bytes _buf
+    cdef int64_t _off
+    cdef int64_t _n
     cdef _Table _t
     cdef int _have
     cdef object _src_ip, _path
     cdef list _args, _headers
 
-    def __init__(self, payload):
-        self._read(payload)
+    def __init__(self, payload, start=0, end=None):
+        self._read(payload, start, end)
 
-    cdef int _read(self, object payload) except -1:
+    cdef int _read(self, object payload, object start, object end) except -1:
         # All or nothing: the table and its buffer must never come from different payloads.
-        cdef bytes buf = _snapshot(payload)
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        cdef int64_t off, n
+        cdef bytes buf = _snapshot(payload, start, end, &off, &n)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf) + off
         cdef _Table t
         cdef uint32_t id, method, conf_token
-        _open_root(p, PyBytes_GET_SIZE(buf), &t)
+        _open_root(p, n, &t)
         method = _scalar(p, &t, 2, 1)
         if method > METHOD_MAX:
             raise DecodeError("unknown method %d" % method)
@@ -276,16 +332,20 @@ An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers
         self.conf_token = conf_token
         self._t = t
         self._buf = buf
+        self._off = off
+        self._n = n
         self._have = 0
         return 0
+
+    cdef inline const uint8_t* _p(self) noexcept:
+        return <const uint8_t*>PyBytes_AS_STRING(self._buf) + self._off
 
     # A failed decode is not cached, so a corrupt field raises again on every access.
     @property
     def src_ip(self):
         """The client address as 4 or 16 raw bytes; None when absent."""
         if not self._have & _HAVE_SRC_IP:
-            self._src_ip = _ubytes(<const uint8_t*>PyBytes_AS_STRING(self._buf),
-                                   PyBytes_GET_SIZE(self._buf), &self._t, 1)
+            self._src_ip = _ubytes(self._p(), self._n, &self._t, 1)
             self._have |= _HAVE_SRC_IP
         return self._src_ip
 
@@ -293,8 +353,7 @@ An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers
     def path(self):
         """The path without its query; None when absent."""
         if not self._have & _HAVE_PATH:
-            self._path = _string(<const uint8_t*>PyBytes_AS_STRING(self._buf),
-                                 PyBytes_GET_SIZE(self._buf), &self._t, 3)
+            self._path = _string(self._p(), self._n, &self._t, 3)
             self._have |= _HAVE_PATH
         return self._path
 
@@ -302,8 +361,7 @@ An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers
     def args(self):
         """Query args as ``(name, value)``; a bare ``?flag`` has value None."""
         if not self._have & _HAVE_ARGS:
-            self._args = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
-                                  PyBytes_GET_SIZE(self._buf), &self._t, 4)
+            self._args = _entries(self._p(), self._n, &self._t, 4)
             self._have |= _HAVE_ARGS
         return self._args
 
@@ -311,8 +369,7 @@ An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers
     def headers(self):
         """Request headers as ``(name, value)``, names repeated for multi-valued headers."""
         if not self._have & _HAVE_HEADERS:
-            self._headers = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
-                                     PyBytes_GET_SIZE(self._buf), &self._t, 5)
+            self._headers = _entries(self._p(), self._n, &self._t, 5)
             self._have |= _HAVE_HEADERS
         return self._headers
 
@@ -321,38 +378,43 @@ An HTTPReqCall.Req: scalars read at once, ``path``/``src_ip``/``args``/``headers
             self.id, self.conf_token, _METHODS[self.method])
 
 
-def decode_http_req_call(payload):
-    """Read an HTTPReqCall.Req payload; its string and vector fields are decoded on first use."""
+def decode_http_req_call(payload, start=0, end=None):
+    """Read the HTTPReqCall.Req ``payload[start:end]``; its string and vector fields are decoded
+    on first use."""
     cdef HTTPReqCallReq req = HTTPReqCallReq.__new__(HTTPReqCallReq)
-    req._read(payload)
+    req._read(payload, start, end)
     return req
 
 
 @cython.final
 @cython.freelist(8)
 cdef class HTTPRespCallReq:
-    """HTTPRespCallReq(payload)
+    """HTTPRespCallReq(payload, start=0, end=None)
 --
 
-An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
+An HTTPRespCall.Req (the message ``payload[start:end]``): scalars read at once, ``headers``
+    on use."""
 
     cdef readonly uint32_t id
     cdef readonly uint32_t status
     cdef readonly uint32_t conf_token
     cdef bytes _buf
+    cdef int64_t _off
+    cdef int64_t _n
     cdef _Table _t
     cdef int _have
     cdef list _headers
 
-    def __init__(self, payload):
-        self._read(payload)
+    def __init__(self, payload, start=0, end=None):
+        self._read(payload, start, end)
 
-    cdef int _read(self, object payload) except -1:
-        cdef bytes buf = _snapshot(payload)
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    cdef int _read(self, object payload, object start, object end) except -1:
+        cdef int64_t off, n
+        cdef bytes buf = _snapshot(payload, start, end, &off, &n)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf) + off
         cdef _Table t
         cdef uint32_t id, status, conf_token
-        _open_root(p, PyBytes_GET_SIZE(buf), &t)
+        _open_root(p, n, &t)
         id = _scalar(p, &t, 0, 4)
         status = _scalar(p, &t, 1, 2)
         conf_token = _scalar(p, &t, 3, 4)
@@ -361,15 +423,19 @@ An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
         self.conf_token = conf_token
         self._t = t
         self._buf = buf
+        self._off = off
+        self._n = n
         self._have = 0
         return 0
+
+    cdef inline const uint8_t* _p(self) noexcept:
+        return <const uint8_t*>PyBytes_AS_STRING(self._buf) + self._off
 
     @property
     def headers(self):
         """Upstream response headers as ``(name, value)``."""
         if not self._have & _HAVE_HEADERS:
-            self._headers = _entries(<const uint8_t*>PyBytes_AS_STRING(self._buf),
-                                     PyBytes_GET_SIZE(self._buf), &self._t, 2)
+            self._headers = _entries(self._p(), self._n, &self._t, 2)
             self._have |= _HAVE_HEADERS
         return self._headers
 
@@ -378,29 +444,30 @@ An HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
             self.id, self.conf_token, self.status)
 
 
-def decode_http_resp_call(payload):
-    """Read an HTTPRespCall.Req payload; its headers are decoded on first use."""
+def decode_http_resp_call(payload, start=0, end=None):
+    """Read the HTTPRespCall.Req ``payload[start:end]``; its headers are decoded on first use."""
     cdef HTTPRespCallReq req = HTTPRespCallReq.__new__(HTTPRespCallReq)
-    req._read(payload)
+    req._read(payload, start, end)
     return req
 
 
 @cython.final
 cdef class PrepareConfReq:
-    """PrepareConfReq(payload, max_entries=None)
+    """PrepareConfReq(payload, max_entries=None, start=0, end=None)
 --
 
-A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+A PrepareConf.Req (the message ``payload[start:end]``): ``conf`` (list of ``(plugin name, JSON
+    text)``) and ``key``.
 
     With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
     cdef readonly list conf
     cdef readonly object key
 
-    def __init__(self, payload, max_entries=None):
-        cdef bytes buf = _snapshot(payload)
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
-        cdef int64_t n = PyBytes_GET_SIZE(buf)
+    def __init__(self, payload, max_entries=None, start=0, end=None):
+        cdef int64_t off, n
+        cdef bytes buf = _snapshot(payload, start, end, &off, &n)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf) + off
         cdef int64_t count
         cdef _Table t
         _open_root(p, n, &t)
@@ -416,20 +483,43 @@ A PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
         return "PrepareConfReq(key=%r, conf=%r)" % (self.key, [name for name, _ in self.conf])
 
 
-def decode_prepare_conf_req(payload, max_entries=None):
-    """Read a PrepareConf.Req payload, all of it at once (it is rare and small); TooManyPlugins if
-    it lists more than ``max_entries``."""
-    return PrepareConfReq(payload, max_entries)
+def decode_prepare_conf_req(payload, max_entries=None, start=0, end=None):
+    """Read the PrepareConf.Req ``payload[start:end]``, all of it at once (it is rare and small);
+    TooManyPlugins if it lists more than ``max_entries``."""
+    return PrepareConfReq(payload, max_entries, start, end)
 
 
-def decode_extra_info_resp(payload):
-    """``result`` of an ExtraInfo.Resp payload: bytes, or None when absent."""
-    cdef bytes buf = _snapshot(payload)
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
-    cdef int64_t n = PyBytes_GET_SIZE(buf)
+cdef object _extra_info_result(const uint8_t* base, int64_t size, object start, object end):
+    cdef int64_t lo, hi
     cdef _Table t
-    _open_root(p, n, &t)
-    return _ubytes(p, n, &t, 0)
+    _bounds(start, end, size, &lo, &hi)
+    _open_root(base + lo, hi - lo, &t)
+    return _ubytes(base + lo, hi - lo, &t, 0)
+
+
+def decode_extra_info_resp(payload, start=0, end=None):
+    """``result`` of the ExtraInfo.Resp ``payload[start:end]``: bytes, or None when absent.
+
+    Read in place from any contiguous buffer: the result is the one copy made."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(payload):
+        return _extra_info_result(<const uint8_t*>PyBytes_AS_STRING(payload),
+                                  PyBytes_GET_SIZE(payload), start, end)
+    if not PyObject_CheckBuffer(payload):
+        raise DecodeError("payload must be bytes-like, not %s" % type(payload).__name__)
+    try:
+        # Held while it is read, so that nothing can resize it meanwhile.
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    except BufferError:                       # not contiguous
+        payload = memoryview(payload).tobytes()
+        return _extra_info_result(<const uint8_t*>PyBytes_AS_STRING(payload),
+                                  PyBytes_GET_SIZE(payload), start, end)
+    except ValueError:                        # a released memoryview
+        raise DecodeError("payload is a released buffer") from None
+    try:
+        return _extra_info_result(<const uint8_t*>view.buf, view.len, start, end)
+    finally:
+        PyBuffer_Release(&view)
 
 
 cdef tuple _header_at(const uint8_t* p, int64_t n, int64_t offset):

@@ -1,8 +1,9 @@
 """The pure-Python codec: the same API and behaviour as ``a6fast._codec`` (see ``a6fast.codec``).
 
 It is also the test oracle for the compiled twin, so every rule is exact: the tables are read and
-built with ``a6fast._flatbuffers`` (whose docstring gives the layout), and decoders copy a
-non-``bytes`` payload once, so lazy fields never see later changes to a reused buffer.  It exposes
+built with ``a6fast._flatbuffers`` (whose docstring gives the layout); decoders read the message
+``payload[start:end]`` from a copy of that part (a whole ``bytes`` payload is kept as it is), so
+no offset reaches past it and lazy fields never see later changes to a reused buffer.  It exposes
 exactly the compiled module's public names (``__all__``); helpers are private.
 """
 import operator as _operator
@@ -104,20 +105,60 @@ def _byte_view(data, offset):
 _UNSET = object()
 
 
+def _bounds(start, end, size):
+    """``(start, end)`` of the message ``buf[start:end]`` in a buffer of ``size`` bytes: ints (not
+    bool), ``end`` None for ``size``, 0 <= start <= end <= size; DecodeError otherwise."""
+    if type(start) is not int:
+        raise DecodeError("payload start must be an int, not %s" % type(start).__name__)
+    if end is None:
+        end = size
+    elif type(end) is not int:
+        raise DecodeError("payload end must be an int or None, not %s" % type(end).__name__)
+    if not 0 <= start <= end <= size:
+        raise DecodeError("payload [%d:%d] is not within the %d bytes of the buffer"
+                          % (start, end, size))
+    return start, end
+
+
+def _part(payload, start, end):
+    """``payload[start:end]`` as bytes (bounds in bytes), copied from anything but a whole bytes
+    payload, so that lazy fields never see later changes to a reused buffer."""
+    if type(payload) is bytes or type(payload) is bytearray:
+        data = payload
+    else:
+        try:
+            view = memoryview(payload)
+        except TypeError:
+            raise DecodeError("payload must be bytes-like, not %s"
+                              % type(payload).__name__) from None
+        except ValueError:                             # a released memoryview
+            raise DecodeError("payload is a released buffer") from None
+        try:
+            data = view.cast("B")
+        except (TypeError, ValueError):                # not contiguous, or an odd format
+            data = view.tobytes()
+    start, end = _bounds(start, end, len(data))
+    if type(data) is bytes and start == 0 and end == len(data):
+        return data
+    with memoryview(data) as view:
+        return view[start:end].tobytes()
+
+
 def _entries_or_empty(buf, tab, slot):
     entries = _fb.field_entries(buf, tab, slot)
     return [] if entries is None else entries
 
 
 class PrepareConfReq:
-    """A6.PrepareConf.Req: ``conf`` (list of ``(plugin name, JSON text)``) and ``key``.
+    """A6.PrepareConf.Req (the message ``payload[start:end]``): ``conf`` (list of ``(plugin name,
+    JSON text)``) and ``key``.
 
     With ``max_entries``, a conf listing more raises TooManyPlugins before any entry is read."""
 
     __slots__ = ("conf", "key")
 
-    def __init__(self, payload, max_entries=None):
-        buf = _fb.snapshot(payload)
+    def __init__(self, payload, max_entries=None, start=0, end=None):
+        buf = _part(payload, start, end)
         self.conf, self.key = _fb.guarded(self._read, buf, max_entries)
 
     @staticmethod
@@ -135,13 +176,14 @@ class PrepareConfReq:
 
 
 class HTTPReqCallReq:
-    """A6.HTTPReqCall.Req: scalars read at once; path, src_ip, args, headers on first use."""
+    """A6.HTTPReqCall.Req (the message ``payload[start:end]``): scalars read at once; path,
+    src_ip, args, headers on first use."""
 
     __slots__ = ("id", "method", "conf_token", "_buf", "_tab",
                  "_path", "_src_ip", "_args", "_headers")
 
-    def __init__(self, payload):
-        buf = _fb.snapshot(payload)
+    def __init__(self, payload, start=0, end=None):
+        buf = _part(payload, start, end)
         tab, self.id, self.method, self.conf_token = _fb.guarded(self._read, buf)
         self._buf = buf
         self._tab = tab
@@ -194,12 +236,13 @@ class HTTPReqCallReq:
 
 
 class HTTPRespCallReq:
-    """A6.HTTPRespCall.Req: scalars read at once, ``headers`` on use."""
+    """A6.HTTPRespCall.Req (the message ``payload[start:end]``): scalars read at once,
+    ``headers`` on use."""
 
     __slots__ = ("id", "status", "conf_token", "_buf", "_tab", "_headers")
 
-    def __init__(self, payload):
-        buf = _fb.snapshot(payload)
+    def __init__(self, payload, start=0, end=None):
+        buf = _part(payload, start, end)
         tab, self.id, self.status, self.conf_token = _fb.guarded(self._read, buf)
         self._buf = buf
         self._tab = tab
@@ -224,28 +267,29 @@ class HTTPRespCallReq:
             self.id, self.conf_token, self.status)
 
 
-def decode_prepare_conf_req(payload, max_entries=None):
-    """Read an A6.PrepareConf.Req payload; TooManyPlugins if it lists more than ``max_entries``."""
-    return PrepareConfReq(payload, max_entries)
+def decode_prepare_conf_req(payload, max_entries=None, start=0, end=None):
+    """Read the A6.PrepareConf.Req ``payload[start:end]``; TooManyPlugins if it lists more than
+    ``max_entries``."""
+    return PrepareConfReq(payload, max_entries, start, end)
 
 
-def decode_http_req_call(payload):
-    """Read an A6.HTTPReqCall.Req payload."""
-    return HTTPReqCallReq(payload)
+def decode_http_req_call(payload, start=0, end=None):
+    """Read the A6.HTTPReqCall.Req ``payload[start:end]``."""
+    return HTTPReqCallReq(payload, start, end)
 
 
-def decode_http_resp_call(payload):
-    """Read an A6.HTTPRespCall.Req payload."""
-    return HTTPRespCallReq(payload)
+def decode_http_resp_call(payload, start=0, end=None):
+    """Read the A6.HTTPRespCall.Req ``payload[start:end]``."""
+    return HTTPRespCallReq(payload, start, end)
 
 
 def _read_extra_info_resp(buf):
     return _fb.field_bytes(buf, _fb.root_table(buf), 0)
 
 
-def decode_extra_info_resp(payload):
-    """``result`` of an A6.ExtraInfo.Resp payload: bytes, or None when absent."""
-    return _fb.guarded(_read_extra_info_resp, _fb.snapshot(payload))
+def decode_extra_info_resp(payload, start=0, end=None):
+    """``result`` of the A6.ExtraInfo.Resp ``payload[start:end]``: bytes, or None when absent."""
+    return _fb.guarded(_read_extra_info_resp, _part(payload, start, end))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,17 +16,23 @@ Frame header::
                                                          # frame is there, else -1; the type
                                                          # is data[offset]
 
-Runner side reads (payload = the bytes after the frame header; bytes-like accepted)::
+Runner side reads (the message is ``payload[start:end]``: a bytes-like ``payload``, ``end`` None
+meaning its end)::
 
-    decode_prepare_conf_req(payload, max_entries=None) -> PrepareConfReq
+    decode_prepare_conf_req(payload, max_entries=None, start=0, end=None) -> PrepareConfReq
                                                           # .conf: list[(name, value)], .key;
                                                           # TooManyPlugins (a DecodeError) if
                                                           # conf lists more than max_entries,
                                                           # raised before any entry is read
-    decode_http_req_call(payload)   -> HTTPReqCallReq     # .id .src_ip .method .path .args
+    decode_http_req_call(payload, start=0, end=None)   -> HTTPReqCallReq
+                                                          # .id .src_ip .method .path .args
                                                           # .headers .conf_token
-    decode_http_resp_call(payload)  -> HTTPRespCallReq    # .id .status .headers .conf_token
-    decode_extra_info_resp(payload) -> bytes | None       # ExtraInfo.Resp.result
+    decode_http_resp_call(payload, start=0, end=None)  -> HTTPRespCallReq
+                                                          # .id .status .headers .conf_token
+    decode_extra_info_resp(payload, start=0, end=None) -> bytes | None
+                                                          # ExtraInfo.Resp.result
+
+The classes take the same arguments as their decoders.
 
 Runner side writes (each returns a whole frame: header + payload)::
 
@@ -55,9 +61,20 @@ Conventions
   ``DecodeError`` when it is touched.
 - Every read of untrusted bytes is bounds-checked first; malformed input raises
   ``a6fast.errors.DecodeError``, never anything else and never a read outside the buffer.
+- Reading in place: ``start`` and ``end`` are ints (not bool) with ``0 <= start <= end <=
+  len(payload)``, counted in bytes (a memoryview's ``nbytes``); anything else is ``DecodeError``.
+  Offsets in the message are relative to ``start`` and never followed outside ``[start, end)``:
+  decoding ``(buf, start, end)`` gives exactly what decoding ``buf[start:end]`` gives, errors
+  included, whatever ``buf`` holds around it (a frame header, the next frame).  What a decoded
+  message keeps for its lazy fields: a ``bytes`` payload itself (the compiled codec reads it in
+  place, no copy, so the message keeps that whole object alive; the pure one copies the part
+  unless it is all of it), anything else copied once, ``payload[start:end]`` only, so that a
+  receive buffer reused later cannot change them.  ``decode_extra_info_resp`` keeps nothing: the
+  compiled codec reads any contiguous buffer in place and copies only the result.
 - Decoding is linear in the payload's size: FlatBuffers lets many offsets share one object, so
   each entry list is charged for what it decodes and one that comes to more than twice the
-  payload plus 4 KiB is a ``DecodeError`` (the charge: ``a6fast._flatbuffers.field_entries``).
+  message (``end - start`` bytes, whatever the buffer around it) plus 4 KiB is a ``DecodeError``
+  (the charge: ``a6fast._flatbuffers.field_entries``).
 - Writers read each argument once, in argument order, and write what they read: code that runs
   while a later argument is read (an iterable, ``__index__``) cannot change an earlier one.
 - Writers raise ``a6fast.errors.EncodeError`` for wrong types, out-of-range numbers and a payload

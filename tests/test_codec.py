@@ -7,6 +7,7 @@ produce, with the official ``flatbuffers.Builder``; corrupt fields are located w
 import socket
 import struct
 import threading
+import tracemalloc
 
 import flatbuffers
 import pytest
@@ -104,20 +105,21 @@ def resp_call(**kw):
     return payload_of(gateway.encode_http_resp_call_req(**kw), RPC_HTTP_RESP_CALL)
 
 
-def read_all(codec, kind, payload):
-    """Every field of a decoded message, lazy ones included, as a plain tuple."""
+def read_all(codec, kind, payload, *bounds):
+    """Every field of a decoded message, lazy ones included, as a plain tuple; ``bounds`` are
+    the decoder's ``start, end``."""
     if kind == "prepare_conf":
-        req = codec.decode_prepare_conf_req(payload)
+        req = codec.decode_prepare_conf_req(payload, None, *bounds)
         return req.conf, req.key
     if kind == "http_req_call":
-        req = codec.decode_http_req_call(payload)
+        req = codec.decode_http_req_call(payload, *bounds)
         return (req.id, req.method, req.conf_token, req.path, req.src_ip, req.args,
                 req.headers)
     if kind == "http_resp_call":
-        req = codec.decode_http_resp_call(payload)
+        req = codec.decode_http_resp_call(payload, *bounds)
         return req.id, req.status, req.conf_token, req.headers
     assert kind == "extra_info_resp"
-    return codec.decode_extra_info_resp(payload)
+    return codec.decode_extra_info_resp(payload, *bounds)
 
 
 SAMPLES = [
@@ -820,6 +822,364 @@ def test_prepare_conf_up_to_max_entries_is_read_whole(codec):
         codec.decode_prepare_conf_req(payload, max_entries=2)
     empty = payload_of(gateway.encode_prepare_conf_req(None))
     assert codec.decode_prepare_conf_req(empty, max_entries=0).conf == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading in place: the message is buf[start:end] of a bigger buffer (a whole frame, a receive
+# buffer), and none of its offsets may reach a byte outside that part
+
+def framed(payload, rpc_type=RPC_HTTP_REQ_CALL):
+    return bytes((rpc_type,)) + len(payload).to_bytes(3, "big") + payload
+
+
+def strided(data):
+    """``data`` as a memoryview that is not contiguous (every other byte of a bigger buffer)."""
+    return memoryview(bytes(b for byte in data for b in (byte, 0)))[::2]
+
+
+BUFFERS = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview, "strided": strided}
+JUNK = {
+    "frame-header": lambda payload: (framed(payload)[:4], b""),
+    "bytes-around": lambda payload: (bytes(range(7)), b"\xff" * 9),
+    # valid FlatBuffers on both sides: the same message again
+    "copies-around": lambda payload: (payload, payload),
+}
+
+
+@pytest.mark.parametrize("wrap", BUFFERS.values(), ids=BUFFERS.keys())
+@pytest.mark.parametrize("kind,payload", SAMPLES, ids=SAMPLE_IDS)
+def test_every_decoder_reads_a_message_between_junk_as_its_sliced_payload(codec, kind, payload,
+                                                                          wrap):
+    whole = read_all(codec, kind, payload)
+    for junk in JUNK.values():
+        before, after = junk(payload)
+        buf = wrap(before + payload + after)
+        start, end = len(before), len(before) + len(payload)
+        assert read_all(codec, kind, buf, start, end) == whole
+        if not after:
+            assert read_all(codec, kind, buf, start) == whole
+            assert read_all(codec, kind, buf, start, None) == whole
+
+
+def test_bounds_are_taken_by_position_or_by_name_and_by_the_constructors(codec):
+    payload = req_call(id=9, path="/p", headers=[("h", "v")])
+    buf = b"\x00" * 5 + payload + b"\x00" * 3
+    start, end = 5, 5 + len(payload)
+    for req in (codec.decode_http_req_call(buf, start, end),
+                codec.decode_http_req_call(buf, start=start, end=end),
+                codec.HTTPReqCallReq(buf, start, end),
+                codec.HTTPReqCallReq(buf, end=end, start=start)):
+        assert (req.id, req.path, req.headers) == (9, "/p", [("h", "v")])
+    payload = resp_call(id=8, status=201)
+    buf = b"\x00" * 5 + payload
+    for req in (codec.decode_http_resp_call(buf, 5), codec.decode_http_resp_call(buf, start=5),
+                codec.HTTPRespCallReq(buf, 5), codec.HTTPRespCallReq(buf, start=5, end=None)):
+        assert (req.id, req.status) == (8, 201)
+    payload = payload_of(gateway.encode_prepare_conf_req([("p", "{}")], key="k"))
+    buf = b"\x00" * 5 + payload
+    for req in (codec.decode_prepare_conf_req(buf, None, 5),
+                codec.decode_prepare_conf_req(buf, start=5, max_entries=1),
+                codec.PrepareConfReq(buf, 1, 5, len(buf)), codec.PrepareConfReq(buf, start=5)):
+        assert (req.conf, req.key) == ([("p", "{}")], "k")
+    with pytest.raises(TooManyPlugins):
+        codec.decode_prepare_conf_req(buf, 0, 5)
+    payload = payload_of(gateway.encode_extra_info_resp(b"body"))
+    buf = b"\x00" * 5 + payload + b"\x00"
+    assert codec.decode_extra_info_resp(buf, 5, len(buf) - 1) == b"body"
+    assert codec.decode_extra_info_resp(buf, end=len(buf) - 1, start=5) == b"body"
+
+
+# Each decoder with bounds, as a callable of (codec, buf, start, end).
+BOUNDED_DECODERS = {
+    "prepare_conf": lambda c, buf, *bounds: c.decode_prepare_conf_req(buf, None, *bounds),
+    "http_req_call": lambda c, buf, *bounds: c.decode_http_req_call(buf, *bounds),
+    "http_resp_call": lambda c, buf, *bounds: c.decode_http_resp_call(buf, *bounds),
+    "extra_info_resp": lambda c, buf, *bounds: c.decode_extra_info_resp(buf, *bounds),
+    "HTTPReqCallReq": lambda c, buf, *bounds: c.HTTPReqCallReq(buf, *bounds),
+}
+BAD_BOUNDS = {
+    "start-true": (True, None), "start-false": (False, None), "end-true": (0, True),
+    "start-negative": (-1, None), "end-negative": (0, -1), "end-before-start": (5, 4),
+    "start-past-the-end": (41, None), "end-past-the-end": (0, 41), "start-2**64": (2 ** 64, None),
+    "end-2**64": (0, 2 ** 64), "start--2**64": (-2 ** 64, 40), "start-none": (None, None),
+    "start-float": (4.0, None), "end-float": (4, 40.0), "start-str": ("4", None),
+    "end-bytes": (0, b"4"),
+}
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, strided],
+                         ids=["bytes", "bytearray", "memoryview", "strided"])
+@pytest.mark.parametrize("start,end", BAD_BOUNDS.values(), ids=BAD_BOUNDS.keys())
+def test_bounds_that_are_not_ints_within_the_buffer_are_decode_error(codec, start, end, wrap):
+    buf = wrap(bytes(40))
+    for decode in BOUNDED_DECODERS.values():
+        with pytest.raises(DecodeError):
+            decode(codec, buf, start, end)
+
+
+def test_bounds_error_names_the_bounds_and_the_buffer_size(codec):
+    with pytest.raises(DecodeError, match=r"^payload \[3:41\] is not within the 40 bytes"):
+        codec.decode_http_req_call(bytes(40), 3, 41)
+    with pytest.raises(DecodeError, match=r"^payload start must be an int, not bool$"):
+        codec.decode_http_resp_call(bytearray(40), True)
+    with pytest.raises(DecodeError, match=r"^payload end must be an int or None, not float$"):
+        codec.decode_extra_info_resp(memoryview(bytes(40)), 0, 4.0)
+
+
+def test_bounds_count_bytes_of_a_buffer_of_wider_items(codec):
+    payload = req_call(id=5, path="/wide")
+    padded = b"\x00" * 4 + payload + b"\x00" * (-len(payload) % 4)
+    view = memoryview(padded).cast("I")
+    req = codec.decode_http_req_call(view, 4, 4 + len(payload))
+    assert (req.id, req.path) == (5, "/wide")
+    with pytest.raises(DecodeError):
+        codec.decode_http_req_call(view, 0, len(padded) + 1)
+
+
+def test_released_buffer_is_decode_error(codec):
+    view = memoryview(req_call())
+    view.release()
+    for decode in BOUNDED_DECODERS.values():
+        with pytest.raises(DecodeError):
+            decode(codec, view)
+        with pytest.raises(DecodeError):
+            decode(codec, view, 0, None)
+
+
+def test_empty_part_is_decode_error_as_an_empty_payload_is(codec):
+    buf = framed(req_call())
+    for decode in BOUNDED_DECODERS.values():
+        for start in (0, 4, len(buf)):
+            with pytest.raises(DecodeError):
+                decode(codec, buf, start, start)
+
+
+def _rich_req_call():
+    return req_call(path="/p", src_ip="::1", args=[("a", "b")], headers=[("h", "v")])
+
+
+def _entry_field(payload, element, slot):
+    """Where the uoffset of field ``slot`` of the entry at vector element ``element`` sits."""
+    entry = target(payload, element)
+    offset = Table(bytearray(payload), entry).Offset(4 + 2 * slot)
+    assert offset
+    return entry + offset
+
+
+def _element(payload, slot):
+    return target(payload, root_field(payload, slot)) + 4
+
+
+# Every offset of each message, as (decoder, message, where the offset is stored, what reads
+# it from the decoded message: an eager decoder has read everything already).
+def _prepare_conf():
+    return payload_of(gateway.encode_prepare_conf_req([("p", "{}")], key="k"))
+
+
+def _extra_info():
+    return payload_of(gateway.encode_extra_info_resp(b"body"))
+
+
+def _resp_call():
+    return resp_call(headers=[("h", "v")])
+
+
+def _fields(req):
+    return req.id, req.path, req.src_ip, req.args, req.headers
+
+
+def _conf(req):
+    return req.conf, req.key
+
+
+REQ, RESP, CONF, INFO = ("decode_http_req_call", "decode_http_resp_call",
+                         "decode_prepare_conf_req", "decode_extra_info_resp")
+FORWARD_OFFSETS = {
+    "req-root": (REQ, _rich_req_call, lambda p: 0, _fields),
+    "req-src_ip": (REQ, _rich_req_call, lambda p: root_field(p, 1), lambda req: req.src_ip),
+    "req-path": (REQ, _rich_req_call, lambda p: root_field(p, 3), lambda req: req.path),
+    "req-args": (REQ, _rich_req_call, lambda p: root_field(p, 4), lambda req: req.args),
+    "req-headers": (REQ, _rich_req_call, lambda p: root_field(p, 5), lambda req: req.headers),
+    "req-header-entry": (REQ, _rich_req_call, lambda p: _element(p, 5),
+                         lambda req: req.headers),
+    "req-header-value": (REQ, _rich_req_call, lambda p: _entry_field(p, _element(p, 5), 1),
+                         lambda req: req.headers),
+    "resp-root": (RESP, _resp_call, lambda p: 0, lambda req: (req.id, req.headers)),
+    "resp-headers": (RESP, _resp_call, lambda p: root_field(p, 2), lambda req: req.headers),
+    "conf-root": (CONF, _prepare_conf, lambda p: 0, _conf),
+    "conf-key": (CONF, _prepare_conf, lambda p: root_field(p, 1), _conf),
+    "conf-vector": (CONF, _prepare_conf, lambda p: root_field(p, 0), _conf),
+    "conf-entry": (CONF, _prepare_conf, lambda p: _element(p, 0), _conf),
+    "conf-entry-name": (CONF, _prepare_conf, lambda p: _entry_field(p, _element(p, 0), 0), _conf),
+    "info-root": (INFO, _extra_info, lambda p: 0, lambda result: result),
+    "info-result": (INFO, _extra_info, lambda p: root_field(p, 0), lambda result: result),
+}
+
+
+@pytest.mark.parametrize("decoder,make,where,read", FORWARD_OFFSETS.values(),
+                         ids=FORWARD_OFFSETS.keys())
+def test_offset_into_the_bytes_after_end_is_decode_error(codec, decoder, make, where, read):
+    # The attacker's case: the offset is moved by one message length, onto the same object in a
+    # copy of the message right after it (the next frame, say).  Bounded by the buffer, the read
+    # would succeed; bounded by the message, it must not.
+    decode = getattr(codec, decoder)
+    payload = make()
+    at = where(payload)
+    moved = patched_u32(payload, at, struct.unpack_from("<I", payload, at)[0] + len(payload))
+    buf = framed(moved) + payload
+    assert read(decode(buf, start=4)) == read(decode(payload))    # the buffer's bound
+    with pytest.raises(DecodeError):
+        read(decode(buf, start=4, end=4 + len(moved)))
+    with pytest.raises(DecodeError):
+        read(decode(moved))                                         # as the message alone
+
+
+def _root(payload):
+    return struct.unpack_from("<I", payload, 0)[0]
+
+
+# Every table of each message, as (decoder, message, where it is, what reads it): its vtable is
+# found by a signed offset, the one kind of offset that can point backwards.
+BACKWARD_TABLES = {
+    "req-root": (REQ, _rich_req_call, _root, _fields),
+    "req-header-entry": (REQ, _rich_req_call, lambda p: target(p, _element(p, 5)),
+                         lambda req: req.headers),
+    "resp-root": (RESP, _resp_call, _root, lambda req: (req.id, req.headers)),
+    "conf-root": (CONF, _prepare_conf, _root, _conf),
+    "conf-entry": (CONF, _prepare_conf, lambda p: target(p, _element(p, 0)), _conf),
+    "info-root": (INFO, _extra_info, _root, lambda result: result),
+}
+
+
+@pytest.mark.parametrize("decoder,make,where,read", BACKWARD_TABLES.values(),
+                         ids=BACKWARD_TABLES.keys())
+def test_vtable_in_the_bytes_before_start_is_decode_error(codec, decoder, make, where, read):
+    # The table's vtable is moved back by one message length, onto the same vtable in a copy of
+    # the message right before it (the frame header and an earlier frame, say).
+    decode = getattr(codec, decoder)
+    payload = make()
+    table = where(payload)
+    soffset = struct.unpack_from("<i", payload, table)[0]
+    moved = bytearray(payload)
+    struct.pack_into("<i", moved, table, soffset + len(payload))
+    moved = bytes(moved)
+    buf = payload + moved
+    start = len(payload)
+    # the official reader, bounded by nothing, finds a vtable there
+    assert Table(bytearray(buf), start + table).Offset(4) == Table(bytearray(payload),
+                                                                   table).Offset(4) != 0
+    with pytest.raises(DecodeError):
+        read(decode(buf, start=start))
+    with pytest.raises(DecodeError):
+        read(decode(moved))
+
+
+def test_string_running_into_the_bytes_after_end_is_decode_error(codec):
+    payload = req_call(path="/abc", src_ip="10.0.0.1")
+    for slot, attr in ((3, "path"), (1, "src_ip")):
+        string = target(payload, root_field(payload, slot))
+        longer = patched_u32(payload, string, len(payload) - string)   # 4 bytes past the end
+        buf = framed(longer) + b"next"
+        tail = b"next" if attr == "src_ip" else "next"
+        assert getattr(codec.decode_http_req_call(buf, 4), attr).endswith(tail)
+        with pytest.raises(DecodeError):
+            getattr(codec.decode_http_req_call(buf, 4, 4 + len(longer)), attr)
+    payload = payload_of(gateway.encode_extra_info_resp(b"abc"))
+    result = target(payload, root_field(payload, 0))
+    longer = patched_u32(payload, result, len(payload) - result)
+    assert codec.decode_extra_info_resp(longer + b"next").endswith(b"next")
+    with pytest.raises(DecodeError):
+        codec.decode_extra_info_resp(b"prev" + longer + b"next", 4, 4 + len(longer))
+
+
+def test_budget_is_twice_the_message_not_the_buffer(codec):
+    # The smallest count of slots sharing one entry that is refused alone is refused in place
+    # too, however many bytes the buffer holds around it.
+    def make(count):
+        return vector_payload(7, 5, lambda b: [fb_entry(b, "n", "v" * 100)] * count)
+
+    def refused(buf, *bounds):
+        try:
+            codec.decode_http_req_call(buf, *bounds).headers
+        except DecodeError:
+            return True
+        return False
+
+    count = next(count for count in range(1, 200) if refused(make(count)))
+    payload = make(count)
+    junk = bytes(8 * len(payload))
+    assert refused(junk + payload + junk, len(junk), len(junk) + len(payload))
+    assert not refused(junk + make(count - 1) + junk, len(junk), len(junk) + len(make(count - 1)))
+
+
+def test_message_read_from_a_bytearray_ignores_later_changes_to_it(codec):
+    payload = req_call(path="/keep", src_ip="10.0.0.1", args=[("a", "1")],
+                       headers=[("h", "v"), ("H", "w")])
+    rbuf = bytearray(framed(payload) + b"the next frame")
+    req = codec.decode_http_req_call(rbuf, 4, 4 + len(payload))
+    resp_payload = resp_call(status=201, headers=[("h", "v")])
+    rbuf2 = bytearray(b"xx" + resp_payload)
+    resp = codec.decode_http_resp_call(rbuf2, 2)
+    rbuf[:] = bytes(len(rbuf))       # reused: overwritten, then shrunk
+    rbuf2[:] = b"\xff" * len(rbuf2)
+    del rbuf[4:]
+    del rbuf2[:]
+    assert (req.path, req.src_ip, req.args, req.headers) == (
+        "/keep", bytes([10, 0, 0, 1]), [("a", "1")], [("h", "v"), ("H", "w")])
+    assert (resp.status, resp.headers) == (201, [("h", "v")])
+
+
+def _traced_growth(call):
+    """``call()`` and the most memory it had allocated at once meanwhile, in bytes."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+MIB = 1 << 20
+
+
+def test_message_in_a_bytearray_is_copied_once_and_only_its_part(codec):
+    payload = req_call(path="/p", headers=[("h", "v" * MIB)])
+    rbuf = bytearray(bytes(4 * MIB) + framed(payload) + bytes(4 * MIB))
+    start = 4 * MIB + 4
+    req, grown = _traced_growth(lambda: codec.decode_http_req_call(rbuf, start,
+                                                                   start + len(payload)))
+    assert len(payload) <= grown < len(payload) + 64 * 1024      # one copy: not two, nor rbuf
+    assert req.path == "/p"
+
+
+@pytest.mark.compiled
+def test_compiled_decoder_reads_a_bytes_frame_without_copying_it():
+    from a6fast import _codec
+    payload = req_call(path="/p", headers=[("h", "v" * MIB)])
+    frame = framed(payload) + bytes(MIB)
+    for decode in (lambda: _codec.decode_http_req_call(frame, 4, 4 + len(payload)),
+                   lambda: _codec.HTTPReqCallReq(frame, 4, 4 + len(payload))):
+        req, grown = _traced_growth(decode)
+        assert grown < 4096, grown                                  # no copy of 1 MiB
+        assert req.path == "/p" and req.headers == [("h", "v" * MIB)]
+    resp_payload = resp_call(headers=[("h", "v" * MIB)])
+    frame = framed(resp_payload, RPC_HTTP_RESP_CALL)
+    resp, grown = _traced_growth(lambda: _codec.decode_http_resp_call(frame, 4))
+    assert grown < 4096, grown
+    assert resp.headers == [("h", "v" * MIB)]
+
+
+@pytest.mark.compiled
+def test_compiled_extra_info_result_is_the_one_copy_made_of_a_bytearray():
+    from a6fast import _codec
+    payload = payload_of(gateway.encode_extra_info_resp(b"r" * MIB))
+    rbuf = bytearray(framed(payload, RPC_EXTRA_INFO) + bytes(MIB))
+    result, grown = _traced_growth(lambda: _codec.decode_extra_info_resp(
+        rbuf, 4, 4 + len(payload)))
+    assert result == b"r" * MIB
+    assert MIB <= grown < MIB + 4096, grown
 
 
 # ---------------------------------------------------------------------------------------------

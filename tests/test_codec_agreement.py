@@ -4,7 +4,8 @@ Writers: for random valid arguments both produce the same bytes, and the gateway
 the inputs back; for random (often wrong) arguments both raise EncodeError or neither does.
 Readers: for gateway-encoded messages both read the inputs back; for random bytes and for
 mutated or truncated valid messages both give the same values, lazy fields forced, or both raise
-DecodeError, and nothing else ever escapes.
+DecodeError, and nothing else ever escapes; a message read in place between any bytes reads as it
+does alone, and bounds outside the buffer are refused in the same words.
 """
 import struct
 
@@ -527,3 +528,66 @@ def test_writers_agree_on_arguments_that_change_while_read(make):
         writer, args = make()  # fresh arguments for each codec
         outcomes.append(write_outcome(codec, writer, args))
     assert outcomes[0] == outcomes[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading in place: a message between any bytes reads as the message alone, in both codecs, and
+# bounds that are not the message's are refused alike, in the same words
+
+class Bounded:
+    """A codec whose decoders read ``payload[start:end]`` in place."""
+
+    def __init__(self, codec, start, end):
+        self.codec, self.start, self.end = codec, start, end
+
+    def __getattr__(self, name):
+        decode = getattr(self.codec, name)
+        return lambda payload: decode(payload, start=self.start, end=self.end)
+
+
+BUFFERS = {
+    "bytes": bytes, "bytearray": bytearray, "memoryview": memoryview,
+    "strided": lambda data: memoryview(bytes(b for byte in data for b in (byte, 0)))[::2],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(sorted(MESSAGES)), before=st.binary(max_size=12),
+       after=st.binary(max_size=12), wrap=st.sampled_from(sorted(BUFFERS)))
+def test_messages_between_any_bytes_decode_as_alone(data, kind, before, after, wrap):
+    payload = data.draw(st.one_of(MESSAGES[kind].map(lambda made: made[0]),
+                                  mutated(MESSAGES[kind]), st.binary(max_size=64)))
+    buf = BUFFERS[wrap](before + payload + after)
+    end = len(before) + len(payload) if after or data.draw(st.booleans()) else None
+    alone = read_outcome(pure, kind, payload)
+    for codec in CODECS:
+        assert read_outcome(Bounded(codec, len(before), end), kind, buf) == alone
+
+
+def words(codec, kind, buf, start, end):
+    try:
+        getattr(codec, "decode_" + kind)(buf, start=start, end=end)
+    except DecodeError as exc:
+        return str(exc)
+    return None
+
+
+odd_bounds = st.sampled_from([True, False, None, 1.0, "0", b"0", -1, -2 ** 64, 2 ** 64, 2 ** 70])
+
+
+@settings(max_examples=400, deadline=None)
+@given(buf=st.binary(max_size=24), wrap=st.sampled_from(sorted(BUFFERS)),
+       kind=st.sampled_from(sorted(MESSAGES)), start=st.integers(-3, 30) | odd_bounds,
+       end=st.none() | st.integers(-3, 30) | odd_bounds)
+def test_any_bounds_decode_alike_and_are_refused_in_the_same_words(buf, wrap, kind, start, end):
+    data = BUFFERS[wrap](buf)
+    outcomes = [read_outcome(Bounded(codec, start, end), kind, data) for codec in CODECS]
+    assert outcomes[0] == outcomes[1]
+    stop = len(buf) if end is None else end
+    within = (type(start) is int and type(stop) is int and 0 <= start <= stop <= len(buf))
+    refusals = [words(codec, kind, data, start, end) for codec in CODECS]
+    if within:
+        assert outcomes[0] == read_outcome(pure, kind, buf[start:stop])
+    else:
+        assert outcomes[0] is DecodeError
+        assert refusals[0] == refusals[1] and refusals[0].startswith("payload ")
