@@ -55,18 +55,19 @@ def _connection():
 def test_call_through_the_connection(benchmark, mode):
     benchmark.group = "one call through Connection.on_frame (stop example)"
     conn, token = _connection()
-    payload = gateway.encode_http_req_call_req(CALL_ID, token, method="GET", path=PATH,
-                                               src_ip=SRC_IP, args=ARGS_5,
-                                               headers=HEADERS_10)[4:]
+    frame = gateway.encode_http_req_call_req(CALL_ID, token, method="GET", path=PATH,
+                                             src_ip=SRC_IP, args=ARGS_5, headers=HEADERS_10)
     on_frame = conn.on_frame
     runner = conn.runner
+    conf = runner.confs.find(token)
+    size = len(frame)
     if mode == "counters":
         def call():
-            on_frame(RPC_HTTP_REQ_CALL, payload)
+            on_frame(RPC_HTTP_REQ_CALL, frame, 4, size)
     else:
         def call():
-            runner.stats_calls = 0  # the next call is a timed one
-            on_frame(RPC_HTTP_REQ_CALL, payload)
+            conf.calls = 0  # the next call is a timed one
+            on_frame(RPC_HTTP_REQ_CALL, frame, 4, size)
     call()
-    assert runner.stats_calls >= 1 and runner.stats.errors == [0, 0, 0]
+    assert conf.calls >= 1 and runner.stats.errors == [0, 0, 0]
     benchmark(call)

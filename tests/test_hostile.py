@@ -359,10 +359,10 @@ NO_MEMORY_PLUGIN = textwrap.dedent('''
 
     _decode = codec.decode_prepare_conf_req
 
-    def _decode_or_run_out(payload, max_entries=None):
+    def _decode_or_run_out(payload, *args):
         if b"route#no-memory" in bytes(payload):
             raise MemoryError()
-        return _decode(payload, max_entries)
+        return _decode(payload, *args)
 
     codec.decode_prepare_conf_req = _decode_or_run_out
 

@@ -38,9 +38,14 @@ class ConfStore:
         self.clock = clock
         self.shared = shared
         self._by_token = collections.OrderedDict()
+        # find(token): the Conf stored under ``token``, or None, with no use counted: the hot
+        # path (Connection.on_call) counts the call and calls touch() itself; a bound dict.get,
+        # as a method would cost a frame per call
+        self.find = self._by_token.get
         self._by_key = {}
         self.evicted_early = 0
         self.dropped_calls = {}  # plugin name -> calls of the confs no longer stored
+        self.dropped_conf_calls = 0  # the calls of the confs no longer stored
 
     def replace_all(self, prepare):
         """Forget every conf and prepare new ones with ``prepare`` (a reload)."""
@@ -57,6 +62,10 @@ class ConfStore:
                     out[name] = out.get(name, 0) + conf.calls
         return out
 
+    def calls(self):
+        """HTTPReqCall/HTTPRespCall calls served with every conf, stored now or dropped before."""
+        return self.dropped_conf_calls + sum(conf.calls for conf in list(self._by_token.values()))
+
     def __len__(self):
         return len(self._by_token)
 
@@ -67,7 +76,7 @@ class ConfStore:
         if key is not None:
             conf = self._by_key.get(key)
             if conf is not None and conf.entries == entries and conf.token in self._by_token:
-                self._use(conf, now)
+                self.touch(conf, now)
                 return conf.token
             if self.shared is not None:
                 token = self.shared.token_of(key, entries)
@@ -86,10 +95,11 @@ class ConfStore:
             return self._load_shared(token, now, call) if self.shared is not None else None
         conf.calls += call
         if now - conf.last_used > 1.0:  # the LRU order need not be finer than a second
-            self._use(conf, now)
+            self.touch(conf, now)
         return conf.chain
 
-    def _use(self, conf, now):
+    def touch(self, conf, now):
+        """``conf`` was used at ``now``: the most recently used from now on."""
         conf.last_used = now
         self._by_token.move_to_end(conf.token)
         if self.shared is not None and now - conf.shared_touch > 60.0:
@@ -133,6 +143,7 @@ class ConfStore:
 
     def _drop(self, conf, early):
         del self._by_token[conf.token]
+        self.dropped_conf_calls += conf.calls
         if conf.calls:
             for name in getattr(conf.chain, "names", ()):
                 self.dropped_calls[name] = self.dropped_calls.get(name, 0) + conf.calls

@@ -34,7 +34,6 @@ class Runner:
         self.call_timeout = call_timeout
         self.connections = {}
         self.accepting = True
-        self.stats_calls = 0
         self.stats = WorkerStats()
         self.peer_log = LogLimiter(log, "warnings about bad frames and connections",
                                    schedule=loop.call_later)
@@ -88,11 +87,12 @@ class Runner:
             del self.connections[conn.fd]
             self.loop.remove(conn.fd)
 
-    def prepare_conf(self, payload):
-        """Answer one PrepareConf frame: the token, or an Err frame."""
+    def prepare_conf(self, buf, start, end):
+        """Answer one PrepareConf frame (its payload is ``buf[start:end]``): the token, or an
+        Err frame."""
         try:
             # the plugin count is checked from the vector's length, before any entry is decoded
-            req = codec.decode_prepare_conf_req(payload, MAX_CONF_PLUGINS)
+            req = codec.decode_prepare_conf_req(buf, MAX_CONF_PLUGINS, start, end)
             conf = req.conf
             key = req.key
         except codec.TooManyPlugins as exc:

@@ -3,10 +3,10 @@
 Each worker process counts in plain ints on its own loop thread (no locks), on paths it takes
 anyway:
 
-- calls: the runner's ``stats_calls`` (every HTTPReqCall/HTTPRespCall its plugins ran) and
-  ``stats.resp_calls``; calls per plugin come from each conf's ``calls`` (counted in
-  ``ConfStore.get``, where the conf is already in hand), summed over the plugins of its chain;
-- latency: the first call and every ``SAMPLE_EVERY``-th after it is timed (``perf_counter_ns``,
+- calls: each conf's ``calls`` (every HTTPReqCall/HTTPRespCall its plugins ran, counted where
+  the conf is found for the call), summed over the confs (``ConfStore.calls``) and, per plugin,
+  over the plugins of each chain; ``stats.resp_calls`` counts the HTTPRespCalls among them;
+- latency: a conf's first call and every ``SAMPLE_EVERY``-th after it is timed (``perf_counter_ns``,
   from the start of the plugins' run to the answer) into a fixed histogram of power-of-two
   nanosecond buckets, one per phase, with the sum of the timed durations;
 - PrepareConf, ExtraInfo asked and Err answers by code, on paths that are not hot.
@@ -39,7 +39,7 @@ __all__ = ["WorkerStats", "RunnerCounts", "StatsEndpoint", "LoopBusy", "merge", 
 log = logging.getLogger("a6fast.server")
 
 clock_ns = time.perf_counter_ns
-# The runner samples with ``stats_calls & 7 == 1`` (a literal there: a global costs more).
+# The runner samples with ``conf.calls & 7 == 1`` (a literal there: a global costs more).
 SAMPLE_EVERY = 8
 # Bucket b holds durations d (ns) with d.bit_length() == b: 2**(b-1) <= d < 2**b.
 BUCKETS = 64  # (WorkerStats.observe has it as a literal)
@@ -51,7 +51,7 @@ _PHASES = (RPC_HTTP_REQ_CALL, RPC_HTTP_RESP_CALL)
 
 
 class WorkerStats:
-    """One worker's counters beside the runner's ``stats_calls``.  Written by its loop thread
+    """One worker's counters beside its confs' ``calls``.  Written by its loop thread
     only; read by ``snapshot()`` there."""
 
     __slots__ = ("hist", "resp_calls", "prepare_conf", "extra_info", "errors", "started")
@@ -85,7 +85,7 @@ class WorkerStats:
     def snapshot(self, runner) -> Dict[str, Any]:
         """This worker's counters (with its runner's) as JSON-able data; ``merge`` sums several."""
         confs = runner.confs
-        calls = runner.stats_calls
+        calls = confs.calls()
         return {
             "pid": os.getpid(),
             "time": time.time(),
