@@ -87,6 +87,7 @@ def serve_worker(options, registry, sock, tokens, shared, early, on_stop=None, s
     confs = ConfStore(tokens, registry.prepare, options.conf_expire, options.max_confs,
                       clock=time.monotonic, shared=shared)
     loop = Loop(threads=options.threads)
+    loop.watch_until = False  # stop() and retire() set it: only they can end the loop
     runner = Runner(loop, sock, registry, confs, options.call_timeout)
     if stats is not None:
         stats.attach_worker(runner, loop, serving=shared is None)
@@ -100,6 +101,7 @@ def serve_worker(options, registry, sock, tokens, shared, early, on_stop=None, s
         if on_stop is not None:
             on_stop()
         ending.drain_until = time.monotonic() + DRAIN_SECONDS
+        loop.watch_until = True
         loop.call_later(DRAIN_SECONDS, lambda: None)  # wakes the loop by then, however idle
 
     loop.on_signal(signal.SIGTERM, stop)
@@ -126,6 +128,7 @@ def serve_worker(options, registry, sock, tokens, shared, early, on_stop=None, s
         def retire():  # a reload started a new generation: give the connections back, leave
             if ending.retire_until is None and ending.drain_until is None:
                 ending.retire_until = time.monotonic() + options.call_timeout + 5.0
+                loop.watch_until = True
                 runner.retire(sock.give_back, lambda: setattr(ending, "retired", True))
         loop.on_signal(signal.SIGUSR1, retire)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
