@@ -6,7 +6,7 @@ no thread); otherwise a coroutine drives it and the answer may come back as a Fu
 """
 import ast
 
-from .codec import encode_http_resp_call_resp, encode_no_action
+from .codec import encode_http_resp_call_resp, encode_no_action, encode_stop
 from .futures import run_blocking, start
 from .http import Request, Response
 from .plugin import ASYNC, INLINE
@@ -97,6 +97,10 @@ class Chain:
                 _blame(exc, name)
                 raise
             try:
+                # a Stop, the answer of most inline chains, without a call to _answer()
+                stop = request._stop
+                if stop is not None:
+                    return encode_stop(req.id, stop[0], stop[1], stop[2])
                 return request._answer()
             except Exception as exc:
                 _blame_answer(exc, steps)

@@ -24,4 +24,4 @@ class Stop(a6fast.Plugin):
         return status, pairs or None, None if body is None else body.encode("utf-8")
 
     def on_request(self, request, conf):
-        request.stop(*conf)
+        request.stop(conf[0], conf[1], conf[2])
