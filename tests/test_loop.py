@@ -35,6 +35,54 @@ def test_a_handler_that_raises_does_not_stop_the_loop(caplog):
     assert "a bug in one connection" in caplog.text
 
 
+def test_a_handler_raising_key_error_is_logged_as_a_bug_and_the_loop_goes_on(caplog):
+    loop = Loop()
+    bad_r, bad_w = socket.socketpair()
+    good_r, good_w = socket.socketpair()
+    served = []
+
+    def bad(events):
+        bad_r.recv(100)
+        raise KeyError("a bug, not a removed fd")
+
+    loop.add_reader(bad_r.fileno(), bad)
+    loop.add_reader(good_r.fileno(), lambda events: served.append(good_r.recv(100)))
+    bad_w.send(b"x")
+    good_w.send(b"y")
+    deadline = time.monotonic() + 5
+    with caplog.at_level(logging.ERROR, logger="a6fast.server"):
+        loop.run(lambda: bool(served) and "a bug" in caplog.text or time.monotonic() > deadline)
+    loop.close()
+    assert served == [b"y"]
+    assert "internal error serving a connection" in caplog.text and "a bug" in caplog.text
+
+
+def test_a_handler_removing_another_fd_ready_in_the_same_turn_keeps_it_from_running(caplog):
+    loop = Loop()
+    pairs = [socket.socketpair() for _ in range(2)]
+    ran = []
+
+    def handler(index):
+        def on(events):
+            pairs[index][0].recv(100)
+            ran.append(index)
+            loop.remove(pairs[1 - index][0].fileno())
+        return on
+
+    for index, (r, w) in enumerate(pairs):
+        loop.add_reader(r.fileno(), handler(index))
+        w.send(b"x")
+    deadline = time.monotonic() + 5
+    with caplog.at_level(logging.ERROR, logger="a6fast.server"):
+        loop.run(lambda: bool(ran) or time.monotonic() > deadline)
+        loop.call_later(0.05, lambda: None)  # one more turn: the removed fd is never served
+        later = time.monotonic() + 0.2
+        loop.run(lambda: time.monotonic() > later)
+    loop.close()
+    assert len(ran) == 1
+    assert "internal error" not in caplog.text
+
+
 def test_timers_fire_in_order_and_cancelled_ones_do_not():
     loop = Loop()
     fired = []

@@ -175,13 +175,15 @@ class Loop:
                     events = poll(timeout)
                 except InterruptedError:
                     events = ()
-                try:
-                    for fd, ev in events:
-                        handler = handlers.get(fd)
-                        if handler is not None:
-                            handler(ev)
-                except Exception:  # noqa: BLE001  a bug serving one connection must not end them all
-                    log.exception("internal error serving a connection")
+                for fd, ev in events:
+                    try:
+                        handlers[fd](ev)
+                    except KeyError:
+                        if fd in handlers:  # raised by the handler: a bug, as below
+                            log.exception("internal error serving a connection")
+                        # else removed by an earlier handler of this turn
+                    except Exception:  # noqa: BLE001  a bug serving one connection must not end them all
+                        log.exception("internal error serving a connection")
                 self.now = now = monotonic()
                 while timers and timers[0].when <= now:
                     timer = heapq.heappop(timers)
