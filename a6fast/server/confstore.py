@@ -9,7 +9,8 @@ log = logging.getLogger("a6fast.server")
 
 
 class Conf:
-    __slots__ = ("token", "key", "entries", "chain", "last_used", "shared_touch", "calls")
+    __slots__ = ("token", "key", "entries", "chain", "last_used", "touch_after", "shared_touch",
+                 "calls")
 
     def __init__(self, token, key, entries, chain, now):
         self.token = token
@@ -17,6 +18,8 @@ class Conf:
         self.entries = entries
         self.chain = chain
         self.last_used = now
+        # the LRU order need not be finer than a second: a use before this is not recorded
+        self.touch_after = now + 1.0
         self.shared_touch = now
         self.calls = 0  # HTTPReqCall/HTTPRespCall served with this conf (live counters)
 
@@ -94,13 +97,14 @@ class ConfStore:
         if conf is None:
             return self._load_shared(token, now, call) if self.shared is not None else None
         conf.calls += call
-        if now - conf.last_used > 1.0:  # the LRU order need not be finer than a second
+        if now > conf.touch_after:
             self.touch(conf, now)
         return conf.chain
 
     def touch(self, conf, now):
         """``conf`` was used at ``now``: the most recently used from now on."""
         conf.last_used = now
+        conf.touch_after = now + 1.0
         self._by_token.move_to_end(conf.token)
         if self.shared is not None and now - conf.shared_touch > 60.0:
             conf.shared_touch = now

@@ -206,16 +206,14 @@ class Connection:
                     self.token_not_found(rpc_type, req.conf_token)
                     return
                 conf = runner.confs.find(req.conf_token)
-            elif runner.loop.now - conf.last_used > 1.0:
+            elif runner.loop.now > conf.touch_after:
                 runner.confs.touch(conf, runner.loop.now)
             calls = conf.calls = conf.calls + 1
             chain = conf.chain
             if rpc_type == RPC_HTTP_REQ_CALL:
-                handle = chain.call_request
                 inline = chain.request_inline
             else:
                 runner.stats.resp_calls += 1
-                handle = chain.call_response
                 inline = chain.response_inline
         except DecodeError as exc:
             # only a decoder raises it here: the plugins' failures are answered below
@@ -235,12 +233,15 @@ class Connection:
                 raise
             return
         if not inline:
-            self.run_call(rpc_type, req, handle, calls)
+            self.run_call(rpc_type, req, chain, calls)
             return
         # live counters: a conf's first call and every 8th after it is timed (stats.SAMPLE_EVERY)
         started = _clock_ns() if calls & 7 == 1 else 0
         try:
-            answer = handle(req, None)
+            if rpc_type == RPC_HTTP_REQ_CALL:
+                answer = chain.call_request(req, None)
+            else:
+                answer = chain.call_response(req, None)
         except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
             self.call_failed(rpc_type, req.id, exc)
         else:
@@ -259,13 +260,16 @@ class Connection:
         else:
             self.fail(CONF_TOKEN_NOT_FOUND, None)
 
-    def run_call(self, rpc_type, req, handle, calls):
+    def run_call(self, rpc_type, req, chain, calls):
         """A call whose plugins may wait (ExtraInfo, a thread): they get a Call as context."""
         runner = self.runner
         started = _clock_ns() if calls & 7 == 1 else 0
         call = Call(self, rpc_type, req.id)
         try:
-            answer = handle(req, call)
+            if rpc_type == RPC_HTTP_REQ_CALL:
+                answer = chain.call_request(req, call)
+            else:
+                answer = chain.call_response(req, call)
         except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
             self.call_failed(rpc_type, req.id, exc)
         else:
