@@ -69,7 +69,7 @@ cdef struct _Table:
     int64_t size          # inline size, from the vtable
 
 
-cdef int _open_table(const uint8_t* p, int64_t n, int64_t pos, _Table* t) except -1:
+cdef inline int _open_table(const uint8_t* p, int64_t n, int64_t pos, _Table* t) except -1:
     cdef int64_t vt, vtsize, size
     if pos + 4 > n:
         raise DecodeError("table at %d outside the buffer of %d bytes" % (pos, n))
@@ -95,7 +95,7 @@ cdef int _open_root(const uint8_t* p, int64_t n, _Table* t) except -1:
     return _open_table(p, n, _u32(p), t)
 
 
-cdef int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) except -2:
+cdef inline int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) except -2:
     """Position of a present field, checked to lie inside its table; -1 when absent."""
     cdef int64_t at = 4 + 2 * slot
     cdef int64_t off
@@ -109,7 +109,7 @@ cdef int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) exce
     return t.pos + off
 
 
-cdef int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
+cdef inline int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
     """Target of the uoffset stored at ``at``, with room for its first 4 bytes."""
     cdef uint32_t off = _u32(p + at)
     cdef int64_t target = at + off
@@ -120,7 +120,7 @@ cdef int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
     return target
 
 
-cdef int64_t _vector(const uint8_t* p, int64_t n, int64_t at, int64_t elsize,
+cdef inline int64_t _vector(const uint8_t* p, int64_t n, int64_t at, int64_t elsize,
                      int64_t* count) except -1:
     """Start of the elements of the vector referenced at ``at``; its length goes to ``count``."""
     cdef int64_t target = _follow(p, n, at)
