@@ -20,9 +20,9 @@ from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact
 from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicode_CheckExact,
-                              PyUnicode_DecodeUTF8)
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
-from libc.string cimport memcpy, memset
+                              PyUnicode_Compare, PyUnicode_DecodeUTF8)
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
 
 from .errors import DecodeError, EncodeError, TooManyPlugins
 from .protocol import METHODS as _METHODS
@@ -69,7 +69,7 @@ cdef struct _Table:
     int64_t size          # inline size, from the vtable
 
 
-cdef int _open_table(const uint8_t* p, int64_t n, int64_t pos, _Table* t) except -1:
+cdef inline int _open_table(const uint8_t* p, int64_t n, int64_t pos, _Table* t) except -1:
     cdef int64_t vt, vtsize, size
     if pos + 4 > n:
         raise DecodeError("table at %d outside the buffer of %d bytes" % (pos, n))
@@ -95,7 +95,7 @@ cdef int _open_root(const uint8_t* p, int64_t n, _Table* t) except -1:
     return _open_table(p, n, _u32(p), t)
 
 
-cdef int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) except -2:
+cdef inline int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) except -2:
     """Position of a present field, checked to lie inside its table; -1 when absent."""
     cdef int64_t at = 4 + 2 * slot
     cdef int64_t off
@@ -109,7 +109,7 @@ cdef int64_t _field(const uint8_t* p, const _Table* t, int slot, int width) exce
     return t.pos + off
 
 
-cdef int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
+cdef inline int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
     """Target of the uoffset stored at ``at``, with room for its first 4 bytes."""
     cdef uint32_t off = _u32(p + at)
     cdef int64_t target = at + off
@@ -120,7 +120,7 @@ cdef int64_t _follow(const uint8_t* p, int64_t n, int64_t at) except -1:
     return target
 
 
-cdef int64_t _vector(const uint8_t* p, int64_t n, int64_t at, int64_t elsize,
+cdef inline int64_t _vector(const uint8_t* p, int64_t n, int64_t at, int64_t elsize,
                      int64_t* count) except -1:
     """Start of the elements of the vector referenced at ``at``; its length goes to ``count``."""
     cdef int64_t target = _follow(p, n, at)
@@ -162,38 +162,173 @@ cdef inline int64_t _entries_budget(int64_t n) noexcept nogil:
     return 2 * n + 4096
 
 
-cdef object _text_at(const uint8_t* p, int64_t start, int64_t length, bint present):
-    if not present:
+cdef inline object _text_at(const uint8_t* p, int64_t start, int64_t length):
+    if length < 0:
         return None
     return PyUnicode_DecodeUTF8(<const char*>p + start, length, "surrogateescape")
 
 
+cdef struct _Entry:
+    int64_t name_start
+    int64_t name_len      # -1: absent
+    int64_t value_start
+    int64_t value_len     # -1: absent
+
+
+cdef inline int _read_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i, int64_t* budget,
+                            _Entry* e) except -1:
+    """Check entry ``i`` of the [TextEntry] whose elements start at ``vec`` and charge it.
+
+    The one walk of an entry list: the full decode and the lookups check and charge alike, so a
+    payload raises the same error whichever reads it."""
+    cdef _Table t
+    cdef int64_t name_at, value_at
+    _open_table(p, n, _follow(p, n, vec + 4 * i), &t)
+    name_at = _field(p, &t, 0, 4)
+    value_at = _field(p, &t, 1, 4)
+    budget[0] -= _ENTRY_COST
+    e.name_len = -1
+    e.value_len = -1
+    if name_at >= 0:
+        e.name_start = _vector(p, n, name_at, 1, &e.name_len)
+        budget[0] -= _STRING_COST + e.name_len
+    if value_at >= 0:
+        e.value_start = _vector(p, n, value_at, 1, &e.value_len)
+        budget[0] -= _STRING_COST + e.value_len
+    if budget[0] < 0:
+        raise DecodeError("entries at %d share more text than the payload holds" % vec)
+    return 0
+
+
 cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     """A [TextEntry] as a list of (name, value); absent reads as []."""
-    cdef int64_t count, start, i, name_at, value_at
-    cdef int64_t name_start = 0, name_len = 0, value_start = 0, value_len = 0
+    cdef int64_t count, start, i
     cdef int64_t budget = _entries_budget(n)
-    cdef _Table e
+    cdef _Entry e
     cdef list out = []
     cdef int64_t at = _field(p, t, slot, 4)
     if at < 0:
         return out
     start = _vector(p, n, at, 4, &count)
     for i in range(count):
-        _open_table(p, n, _follow(p, n, start + 4 * i), &e)
-        name_at = _field(p, &e, 0, 4)
-        value_at = _field(p, &e, 1, 4)
-        budget -= _ENTRY_COST
-        if name_at >= 0:
-            name_start = _vector(p, n, name_at, 1, &name_len)
-            budget -= _STRING_COST + name_len
-        if value_at >= 0:
-            value_start = _vector(p, n, value_at, 1, &value_len)
-            budget -= _STRING_COST + value_len
-        if budget < 0:
-            raise DecodeError("entries at %d share more text than the payload holds" % start)
-        out.append((_text_at(p, name_start, name_len, name_at >= 0),
-                    _text_at(p, value_start, value_len, value_at >= 0)))
+        _read_entry(p, n, start, i, &budget, &e)
+        out.append((_text_at(p, e.name_start, e.name_len),
+                    _text_at(p, e.value_start, e.value_len)))
+    return out
+
+
+# Lookups by name: every entry is walked as _entries walks it, but a name is only compared, as
+# bytes, and only a match's value becomes an object.
+
+cdef inline bint _is_ascii(const uint8_t* s, int64_t n) noexcept nogil:
+    cdef uint64_t seen = 0, word
+    cdef int64_t i = 0
+    while i + 8 <= n:                         # 8 bytes at a time: one load each
+        memcpy(&word, s + i, 8)
+        seen |= word
+        i += 8
+    while i < n:
+        seen |= s[i]
+        i += 1
+    return not seen & (<uint64_t>0x0101010101010101 * 0x80)
+
+
+cdef inline bint _ascii_fold_equal(const uint8_t* a, const uint8_t* b, int64_t n) noexcept nogil:
+    """``a`` and ``b`` equal once A-Z are folded to a-z (all that str.lower does to ASCII)."""
+    cdef int64_t i
+    cdef uint8_t x, y
+    for i in range(n):
+        x = a[i]
+        y = b[i]
+        if x != y:
+            if <uint8_t>(x - 65) < 26:
+                x += 32
+            if <uint8_t>(y - 65) < 26:
+                y += 32
+            if x != y:
+                return False
+    return True
+
+
+cdef list _values_named(const uint8_t* p, int64_t n, const _Table* t, int slot, object name):
+    """Values of the entries of vector ``slot`` named exactly ``name``, in order."""
+    cdef int64_t count, start, i
+    cdef int64_t budget = _entries_budget(n)
+    cdef Py_ssize_t size = 0
+    cdef const char* want = NULL
+    cdef object encoded = None
+    cdef _Entry e
+    cdef list out = []
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return out
+    start = _vector(p, n, at, 4, &count)
+    # A name matches when its bytes decode to ``name``: bytes equal to the UTF-8 of ``name``, if
+    # any bytes decode to it at all (lone surrogates other than escaped bytes never come out of
+    # a decode, and escapes of bytes that form valid UTF-8 decode to other text).
+    if PyUnicode_IS_ASCII(name):
+        want = PyUnicode_DATA(name)
+        size = PyUnicode_GET_LENGTH(name)
+    else:
+        try:
+            want = PyUnicode_AsUTF8AndSize(name, &size)
+        except UnicodeEncodeError:
+            try:
+                encoded = str.encode(name, "utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                encoded = None
+            if encoded is not None and PyUnicode_Compare(PyUnicode_DecodeUTF8(
+                    PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded),
+                    "surrogateescape"), name) == 0:
+                want = PyBytes_AS_STRING(encoded)
+                size = PyBytes_GET_SIZE(encoded)
+    for i in range(count):
+        _read_entry(p, n, start, i, &budget, &e)
+        if (want != NULL and e.name_len == size
+                and memcmp(p + e.name_start, want, size) == 0):
+            out.append(_text_at(p, e.value_start, e.value_len))
+    return out
+
+
+cdef list _values_named_any_case(const uint8_t* p, int64_t n, const _Table* t, int slot,
+                                 object name):
+    """Values of the entries of vector ``slot`` whose name lowers to ``name.lower()``, in order."""
+    cdef int64_t count, start, i
+    cdef int64_t budget = _entries_budget(n)
+    cdef Py_ssize_t size = 0
+    cdef const char* want = NULL
+    cdef object lowered = None
+    cdef _Entry e
+    cdef const uint8_t* s
+    cdef list out = []
+    cdef int64_t at = _field(p, t, slot, 4)
+    if at < 0:
+        return out
+    start = _vector(p, n, at, 4, &count)
+    # An ASCII entry name lowers to its ASCII fold, so it is compared as bytes with the ASCII
+    # ``name`` or ``name.lower()`` (which may be ASCII when ``name`` is not: KELVIN SIGN -> k);
+    # any other entry name is decoded and lowered, as the full decode and str.lower would.
+    if PyUnicode_IS_ASCII(name):
+        want = PyUnicode_DATA(name)
+        size = PyUnicode_GET_LENGTH(name)
+    else:
+        lowered = str.lower(name)
+        if PyUnicode_IS_ASCII(lowered):
+            want = PyUnicode_DATA(lowered)
+            size = PyUnicode_GET_LENGTH(lowered)
+    for i in range(count):
+        _read_entry(p, n, start, i, &budget, &e)
+        if e.name_len < 0:
+            continue
+        s = p + e.name_start
+        if want != NULL and e.name_len == size and _ascii_fold_equal(
+                s, <const uint8_t*>want, size):
+            out.append(_text_at(p, e.value_start, e.value_len))
+        elif not _is_ascii(s, e.name_len):
+            if lowered is None:
+                lowered = str.lower(name)
+            if PyUnicode_Compare(str.lower(_text_at(p, e.name_start, e.name_len)), lowered) == 0:
+                out.append(_text_at(p, e.value_start, e.value_len))
     return out
 
 
@@ -288,6 +423,12 @@ cdef enum:
     _HAVE_HEADERS = 8
 
 
+cdef inline int _check_name(object name, str what) except -1:
+    if not PyUnicode_Check(name):
+        raise TypeError("%s name must be str, not %s" % (what, type(name).__name__))
+    return 0
+
+
 # Each class's docstring starts "Name(args)", then "--" alone: CPython makes that the class's
 # __text_signature__, so inspect.signature() gives the constructor's as it does for the pure twin.
 @cython.final
@@ -373,6 +514,16 @@ An HTTPReqCall.Req (the message ``payload[start:end]``): scalars read at once,
             self._have |= _HAVE_HEADERS
         return self._headers
 
+    def header_values(self, name):
+        """The values of the headers called ``name`` in any case, in order; nothing cached."""
+        _check_name(name, "header")
+        return _values_named_any_case(self._p(), self._n, &self._t, 5, name)
+
+    def arg_values(self, name):
+        """The values of the query args called exactly ``name``, in order; nothing cached."""
+        _check_name(name, "arg")
+        return _values_named(self._p(), self._n, &self._t, 4, name)
+
     def __repr__(self):
         return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
             self.id, self.conf_token, _METHODS[self.method])
@@ -438,6 +589,11 @@ An HTTPRespCall.Req (the message ``payload[start:end]``): scalars read at once, 
             self._headers = _entries(self._p(), self._n, &self._t, 2)
             self._have |= _HAVE_HEADERS
         return self._headers
+
+    def header_values(self, name):
+        """The values of the headers called ``name`` in any case, in order; nothing cached."""
+        _check_name(name, "header")
+        return _values_named_any_case(self._p(), self._n, &self._t, 2, name)
 
     def __repr__(self):
         return "HTTPRespCallReq(id=%d, conf_token=%d, status=%d)" % (

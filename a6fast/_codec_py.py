@@ -3,8 +3,9 @@
 It is also the test oracle for the compiled twin, so every rule is exact: the tables are read and
 built with ``a6fast._flatbuffers`` (whose docstring gives the layout); decoders read the message
 ``payload[start:end]`` from a copy of that part (a whole ``bytes`` payload is kept as it is), so
-no offset reaches past it and lazy fields never see later changes to a reused buffer.  It exposes
-exactly the compiled module's public names (``__all__``); helpers are private.
+no offset reaches past it and lazy fields never see later changes to a reused buffer; lookups by
+name are their definition over the decoded lists.  It exposes exactly the compiled module's
+public names (``__all__``); helpers are private.
 """
 import operator as _operator
 import struct as _struct
@@ -149,6 +150,20 @@ def _entries_or_empty(buf, tab, slot):
     return [] if entries is None else entries
 
 
+def _lookup_name(name, what):
+    """``name`` as an exact str (none of a subclass's methods run), or TypeError."""
+    if type(name) is not str:
+        if not isinstance(name, str):
+            raise TypeError("%s name must be str, not %s" % (what, type(name).__name__))
+        name = str.__str__(name)
+    return name
+
+
+def _values_any_case(entries, key):
+    return [value for entry_name, value in entries
+            if entry_name is not None and entry_name.lower() == key]
+
+
 class PrepareConfReq:
     """A6.PrepareConf.Req (the message ``payload[start:end]``): ``conf`` (list of ``(plugin name,
     JSON text)``) and ``key``.
@@ -230,6 +245,18 @@ class HTTPReqCallReq:
             value = self._headers = _fb.guarded(_entries_or_empty, self._buf, self._tab, 5)
         return value
 
+    # The lookups are their definition over the decoded lists: the oracle for the compiled ones,
+    # which compare names as bytes.
+    def header_values(self, name):
+        """The values of the headers called ``name`` in any case, in order."""
+        key = _lookup_name(name, "header").lower()
+        return _values_any_case(self.headers, key)
+
+    def arg_values(self, name):
+        """The values of the query args called exactly ``name``, in order."""
+        name = _lookup_name(name, "arg")
+        return [value for arg_name, value in self.args if arg_name == name]
+
     def __repr__(self):
         return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
             self.id, self.conf_token, _METHODS[self.method])
@@ -261,6 +288,11 @@ class HTTPRespCallReq:
         if value is _UNSET:
             value = self._headers = _fb.guarded(_entries_or_empty, self._buf, self._tab, 2)
         return value
+
+    def header_values(self, name):
+        """The values of the headers called ``name`` in any case, in order."""
+        key = _lookup_name(name, "header").lower()
+        return _values_any_case(self.headers, key)
 
     def __repr__(self):
         return "HTTPRespCallReq(id=%d, conf_token=%d, status=%d)" % (

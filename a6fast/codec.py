@@ -27,8 +27,11 @@ meaning its end)::
     decode_http_req_call(payload, start=0, end=None)   -> HTTPReqCallReq
                                                           # .id .src_ip .method .path .args
                                                           # .headers .conf_token
+                                                          # .header_values(name)
+                                                          # .arg_values(name)
     decode_http_resp_call(payload, start=0, end=None)  -> HTTPRespCallReq
                                                           # .id .status .headers .conf_token
+                                                          # .header_values(name)
     decode_extra_info_resp(payload, start=0, end=None) -> bytes | None
                                                           # ExtraInfo.Resp.result
 
@@ -71,6 +74,14 @@ Conventions
   unless it is all of it), anything else copied once, ``payload[start:end]`` only, so that a
   receive buffer reused later cannot change them.  ``decode_extra_info_resp`` keeps nothing: the
   compiled codec reads any contiguous buffer in place and copies only the result.
+- Lookups: ``req.header_values(name)`` is ``[v for n, v in req.headers if n is not None and
+  n.lower() == name.lower()]`` (``str.lower``, so beyond ASCII too: ``"\u212a".lower() == "k"``)
+  and ``req.arg_values(name)`` is ``[v for n, v in req.args if n == name]``; a ``name`` that is
+  not ``str`` is ``TypeError`` (a ``str`` subclass counts as its ``str`` value).  They cache
+  nothing and build no list of the entries: the compiled codec compares names as bytes and
+  decodes only the values that match.  Each checks and charges every entry of the vector as
+  reading the list does, so a payload that makes ``.headers`` raise makes the lookup raise the
+  same ``DecodeError``, on every call.
 - Decoding is linear in the payload's size: FlatBuffers lets many offsets share one object, so
   each entry list is charged for what it decodes and one that comes to more than twice the
   message (``end - start`` bytes, whatever the buffer around it) plus 4 KiB is a ``DecodeError``

@@ -4,8 +4,10 @@ Inputs are built with ``a6fast.gateway`` (the gateway's side) or, for shapes our
 produce, with the official ``flatbuffers.Builder``; corrupt fields are located with the official
 ``flatbuffers.table.Table`` so the tests do not lean on the reader under test.
 """
+import gc
 import socket
 import struct
+import sys
 import threading
 import tracemalloc
 
@@ -999,13 +1001,28 @@ FORWARD_OFFSETS = {
     "req-src_ip": (REQ, _rich_req_call, lambda p: root_field(p, 1), lambda req: req.src_ip),
     "req-path": (REQ, _rich_req_call, lambda p: root_field(p, 3), lambda req: req.path),
     "req-args": (REQ, _rich_req_call, lambda p: root_field(p, 4), lambda req: req.args),
+    "req-args-lookup": (REQ, _rich_req_call, lambda p: root_field(p, 4),
+                        lambda req: req.arg_values("a")),
+    "req-arg-entry-lookup": (REQ, _rich_req_call, lambda p: _element(p, 4),
+                             lambda req: req.arg_values("zz")),
     "req-headers": (REQ, _rich_req_call, lambda p: root_field(p, 5), lambda req: req.headers),
+    "req-headers-lookup": (REQ, _rich_req_call, lambda p: root_field(p, 5),
+                           lambda req: req.header_values("h")),
     "req-header-entry": (REQ, _rich_req_call, lambda p: _element(p, 5),
                          lambda req: req.headers),
+    "req-header-entry-lookup": (REQ, _rich_req_call, lambda p: _element(p, 5),
+                                lambda req: req.header_values("H")),
+    "req-header-name-lookup": (REQ, _rich_req_call, lambda p: _entry_field(p, _element(p, 5), 0),
+                               lambda req: req.header_values("x")),
     "req-header-value": (REQ, _rich_req_call, lambda p: _entry_field(p, _element(p, 5), 1),
                          lambda req: req.headers),
+    "req-header-value-lookup": (REQ, _rich_req_call,
+                                lambda p: _entry_field(p, _element(p, 5), 1),
+                                lambda req: req.header_values("h")),
     "resp-root": (RESP, _resp_call, lambda p: 0, lambda req: (req.id, req.headers)),
     "resp-headers": (RESP, _resp_call, lambda p: root_field(p, 2), lambda req: req.headers),
+    "resp-header-entry-lookup": (RESP, _resp_call, lambda p: _element(p, 2),
+                                 lambda req: req.header_values("h")),
     "conf-root": (CONF, _prepare_conf, lambda p: 0, _conf),
     "conf-key": (CONF, _prepare_conf, lambda p: root_field(p, 1), _conf),
     "conf-vector": (CONF, _prepare_conf, lambda p: root_field(p, 0), _conf),
@@ -1044,7 +1061,13 @@ BACKWARD_TABLES = {
     "req-root": (REQ, _rich_req_call, _root, _fields),
     "req-header-entry": (REQ, _rich_req_call, lambda p: target(p, _element(p, 5)),
                          lambda req: req.headers),
+    "req-header-entry-lookup": (REQ, _rich_req_call, lambda p: target(p, _element(p, 5)),
+                                lambda req: req.header_values("nothing")),
+    "req-arg-entry-lookup": (REQ, _rich_req_call, lambda p: target(p, _element(p, 4)),
+                             lambda req: req.arg_values("a")),
     "resp-root": (RESP, _resp_call, _root, lambda req: (req.id, req.headers)),
+    "resp-header-entry-lookup": (RESP, _resp_call, lambda p: target(p, _element(p, 2)),
+                                 lambda req: req.header_values("h")),
     "conf-root": (CONF, _prepare_conf, _root, _conf),
     "conf-entry": (CONF, _prepare_conf, lambda p: target(p, _element(p, 0)), _conf),
     "info-root": (INFO, _extra_info, _root, lambda result: result),
@@ -1126,7 +1149,8 @@ def test_message_read_from_a_bytearray_ignores_later_changes_to_it(codec):
     del rbuf2[:]
     assert (req.path, req.src_ip, req.args, req.headers) == (
         "/keep", bytes([10, 0, 0, 1]), [("a", "1")], [("h", "v"), ("H", "w")])
-    assert (resp.status, resp.headers) == (201, [("h", "v")])
+    assert req.header_values("h") == ["v", "w"] and req.arg_values("a") == ["1"]
+    assert (resp.status, resp.headers, resp.header_values("H")) == (201, [("h", "v")], ["v"])
 
 
 def _traced_growth(call):
@@ -1163,7 +1187,7 @@ def test_compiled_decoder_reads_a_bytes_frame_without_copying_it():
                    lambda: _codec.HTTPReqCallReq(frame, 4, 4 + len(payload))):
         req, grown = _traced_growth(decode)
         assert grown < 4096, grown                                  # no copy of 1 MiB
-        assert req.path == "/p" and req.headers == [("h", "v" * MIB)]
+        assert req.path == "/p" and req.header_values("h") == ["v" * MIB]
     resp_payload = resp_call(headers=[("h", "v" * MIB)])
     frame = framed(resp_payload, RPC_HTTP_RESP_CALL)
     resp, grown = _traced_growth(lambda: _codec.decode_http_resp_call(frame, 4))
@@ -1180,6 +1204,299 @@ def test_compiled_extra_info_result_is_the_one_copy_made_of_a_bytearray():
         rbuf, 4, 4 + len(payload)))
     assert result == b"r" * MIB
     assert MIB <= grown < MIB + 4096, grown
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookups by name: header_values (any case, as str.lower) and arg_values (exact), defined as the
+# same comprehension over the decoded list, errors and all
+
+def by_definition(entries, name, any_case):
+    if any_case:
+        return [value for entry_name, value in entries
+                if entry_name is not None and entry_name.lower() == name.lower()]
+    return [value for entry_name, value in entries if entry_name == name]
+
+
+# (decoder, root slot count, slot of the vector, list attribute, lookup method, any case)
+LOOKUPS = {
+    "req-headers": ("decode_http_req_call", 7, 5, "headers", "header_values", True),
+    "req-args": ("decode_http_req_call", 7, 4, "args", "arg_values", False),
+    "resp-headers": ("decode_http_resp_call", 4, 2, "headers", "header_values", True),
+}
+
+
+def entries_payload(nslots, slot, entries):
+    """A payload whose root has the [TextEntry] ``entries`` (names may be None or bytes) at
+    ``slot``, written by the official builder."""
+    return fb_table(nslots, lambda b: fb_entries(b, entries),
+                    lambda b, vector: b.PrependUOffsetTRelativeSlot(slot, vector, 0))
+
+
+def test_header_values_are_every_value_of_the_name_in_any_case_in_order(codec):
+    headers = [("Accept", "a"), ("cookie", "c1"), ("ACCEPT", None), ("x", "1"), ("Cookie", "c2"),
+               ("accept", "")]
+    req = codec.decode_http_req_call(req_call(headers=headers))
+    assert req.header_values("accept") == ["a", None, ""]
+    assert req.header_values("COOKIE") == ["c1", "c2"]
+    assert req.header_values("missing") == []
+    assert req.header_values("") == []
+    resp = codec.decode_http_resp_call(resp_call(headers=[("Set-Cookie", "a"),
+                                                          ("set-cookie", "b")]))
+    assert resp.header_values("SET-COOKIE") == ["a", "b"]
+
+
+def test_arg_values_are_every_value_of_the_exact_name_in_order(codec):
+    args = [("a", "1"), ("A", "2"), ("flag", None), ("a", ""), ("ab", "3")]
+    req = codec.decode_http_req_call(req_call(args=args))
+    assert req.arg_values("a") == ["1", ""]
+    assert req.arg_values("A") == ["2"]
+    assert req.arg_values("flag") == [None]
+    assert req.arg_values("b") == []
+
+
+def test_header_names_compare_as_str_lower_does_beyond_ascii(codec):
+    headers = [("\u212aey", "kelvin"), ("key", "ascii"), ("\u00c9t\u00e9", "e"),
+               ("\u00e9T\u00c9", "E"), ("stra\u00dfe", "sharp"), ("STRASSE", "ss"),
+               (b"x-\xff", "raw"), (b"X-\xff", "RAW"), (b"x-\xc3", "cut")]
+    req = codec.decode_http_req_call(req_call(headers=headers))
+    assert req.header_values("KEY") == ["kelvin", "ascii"]          # KELVIN SIGN lowers to k
+    assert req.header_values("\u212aEY") == ["kelvin", "ascii"]
+    assert req.header_values("\u00e9t\u00e9") == ["e", "E"]
+    assert req.header_values("STRASSE") == ["ss"]                    # lower() is not casefold()
+    assert req.header_values("Stra\u00dfe") == ["sharp"]
+    assert req.header_values("x-\udcff") == ["raw", "RAW"]           # invalid UTF-8, escaped
+    assert req.header_values("x-\udcc3") == ["cut"]
+    assert req.header_values("x-\u00ff") == []
+
+
+def test_arg_names_compare_as_the_decoded_str(codec):
+    args = [("caf\u00e9", "1"), (b"caf\xc3", "cut"), (b"x\xff", "raw"), ("\u00e9", "e")]
+    req = codec.decode_http_req_call(req_call(args=args))
+    assert req.arg_values("caf\u00e9") == ["1"]
+    assert req.arg_values("caf\udcc3") == ["cut"]
+    assert req.arg_values("x\udcff") == ["raw"]
+    # the escapes of bytes that are valid UTF-8 are not what those bytes decode to
+    assert req.arg_values("\udcc3\udca9") == []
+    assert req.arg_values("\ud800") == [] and req.arg_values("x\udc7f") == []
+
+
+def test_entry_without_a_name_matches_no_name(codec):
+    payload = entries_payload(7, 5, [(None, "v"), ("", "empty"), ("n", None)])
+    req = codec.decode_http_req_call(payload)
+    assert req.header_values("") == ["empty"] and req.header_values("n") == [None]
+    payload = entries_payload(7, 4, [(None, "v"), ("", "empty")])
+    assert codec.decode_http_req_call(payload).arg_values("") == ["empty"]
+
+
+@pytest.mark.parametrize("name", [None, 1, b"host", bytearray(b"host"), ("host",)])
+def test_lookup_name_that_is_not_str_is_type_error(codec, name):
+    req = codec.decode_http_req_call(req_call(args=[("host", "1")], headers=[("host", "h")]))
+    resp = codec.decode_http_resp_call(resp_call(headers=[("host", "h")]))
+    payload = req_call(args=[("a", "1")], headers=[("h", "v")])
+    for slot in (4, 5):                     # the name is checked before any entry is read
+        payload = patched_u32(payload, root_field(payload, slot), 0x7FFFFFF0)
+    broken = codec.decode_http_req_call(payload)
+    for lookup in (req.header_values, req.arg_values, resp.header_values, broken.header_values,
+                   broken.arg_values):
+        with pytest.raises(TypeError):
+            lookup(name)
+
+
+class Lowering(str):
+    """A str subclass whose methods would give other answers, were they called."""
+
+    def lower(self):
+        return "host"
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = str.__hash__
+
+
+def test_lookup_name_of_a_str_subclass_is_compared_as_its_str(codec):
+    req = codec.decode_http_req_call(req_call(args=[("host", "1"), ("Ab", "2")],
+                                              headers=[("host", "h"), ("AB", "x")]))
+    assert req.header_values(Lowering("ab")) == ["x"]
+    assert req.arg_values(Lowering("Ab")) == ["2"]
+
+
+def test_lookups_are_not_cached_and_agree_with_the_decoded_lists(codec):
+    headers = [("h", "1"), ("H", "2")]
+    req = codec.decode_http_req_call(req_call(args=[("a", "1")], headers=headers))
+    first = req.header_values("h")
+    assert first == ["1", "2"] and req.header_values("h") is not first
+    assert req.headers == headers                       # then the list, then the lookup again
+    assert req.header_values("h") == ["1", "2"] and req.arg_values("a") == ["1"]
+
+
+names = (st.sampled_from(["host", "Host", "HOST", "k", "K", "\u212a", "\u212aey", "key", "KEY",
+                          "\u00df", "SS", "ss", "\u0130", "i\u0307", "I", "\u00e9", "\u00c9", ""])
+         | st.text("aAkK\u212a\u00e9\u00c9\u0130-", max_size=4)
+         | st.binary(max_size=4))
+values = st.none() | st.text(max_size=4) | st.binary(max_size=3)
+queries = (st.sampled_from(["host", "HOST", "k", "K", "\u212a", "\u212aEY", "KEY", "SS", "\u00df",
+                            "i", "I", "\u0130", "i\u0307", "\u00e9", "\u00c9", "\udcff",
+                            "\udcc3\udca9", "\ud800", ""])
+           | st.text("aAkK\u212a\u00e9\u00c9\u0130-\udcff\udcc3", max_size=4))
+
+
+@fixture_ok
+@given(entries=st.lists(st.tuples(st.none() | names, values), max_size=12), data=st.data())
+def test_lookups_agree_with_their_definition_on_any_entries(codec, entries, data):
+    from_entries = [name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+                    for name, _ in entries if name is not None]
+    query = data.draw(queries | (st.sampled_from(from_entries).map(str.swapcase)
+                                 if from_entries else queries))
+    for decoder, nslots, slot, attr, lookup, any_case in LOOKUPS.values():
+        payload = entries_payload(nslots, slot, entries)
+        got = getattr(getattr(codec, decoder)(payload), lookup)(query)   # nothing decoded yet
+        req = getattr(codec, decoder)(payload)
+        assert got == by_definition(getattr(req, attr), query, any_case)
+        assert getattr(req, lookup)(query) == got                        # with the list cached
+
+
+def _lookup_outcome(codec, decoder, attr, lookup, payload, name):
+    """What the list and the lookup (each on a fresh message) give: values, or the error."""
+    outcomes = []
+    for read in (lambda req: getattr(req, attr), lambda req: getattr(req, lookup)(name)):
+        try:
+            outcomes.append(read(getattr(codec, decoder)(payload)))
+        except DecodeError as exc:
+            outcomes.append((type(exc), str(exc)))
+    return outcomes
+
+
+def _corruptions(payload, slot):
+    """The [TextEntry] at ``slot`` of ``payload`` broken in each way a reader must catch."""
+    vector = target(payload, root_field(payload, slot))
+    last = vector + 4 * struct.unpack_from("<I", payload, vector)[0]     # the last element
+    entry = target(payload, last)
+    out = {
+        "vector-offset": patched_u32(payload, root_field(payload, slot), 0x7FFFFFF0),
+        "vector-length": patched_u32(payload, vector, 0x40000000),
+        "first-element": patched_u32(payload, vector + 4, 0x7FFFFFF0),
+        "last-element": patched_u32(payload, last, len(payload)),
+        "last-element-zero": patched_u32(payload, last, 0),
+        "last-name": patched_u32(payload, _entry_field(payload, last, 0), 0x7FFFFFF0),
+        "last-value": patched_u32(payload, _entry_field(payload, last, 1), 0x7FFFFFF0),
+        "last-vtable": bytes(payload[:entry]) + struct.pack("<i", entry + 8)
+        + bytes(payload[entry + 4:]),
+    }
+    name = _entry_field(payload, last, 0)
+    out["last-name-length"] = patched_u32(payload, target(payload, name), 0x7FFFFFFF)
+    return out
+
+
+@pytest.mark.parametrize("decoder,nslots,slot,attr,lookup,any_case", LOOKUPS.values(),
+                         ids=LOOKUPS.keys())
+def test_corrupt_entries_raise_the_same_error_from_the_lookup_as_from_the_list(
+        codec, decoder, nslots, slot, attr, lookup, any_case):
+    # The match comes first: a lookup walks every entry, as the list does.
+    entries = [("h", "match"), ("x-other", "1"), ("x-last", "2")]
+    kind = "http_resp_call" if decoder == "decode_http_resp_call" else "http_req_call"
+    make = resp_call if kind == "http_resp_call" else req_call
+    payload = make(**{attr: entries})
+    for how, broken in _corruptions(payload, slot).items():
+        for name in ("h", "x-last", "nothing"):
+            as_list, as_lookup = _lookup_outcome(codec, decoder, attr, lookup, broken, name)
+            assert as_list[0] is DecodeError or type(as_list) is tuple, (how, as_list)
+            assert as_lookup == as_list, (how, name)
+        req = getattr(codec, decoder)(broken)
+        for _ in range(2):                                     # a failure is not cached
+            with pytest.raises(DecodeError):
+                getattr(req, lookup)("h")
+
+
+@pytest.mark.parametrize("decoder,nslots,slot,attr,lookup,any_case", LOOKUPS.values(),
+                         ids=LOOKUPS.keys())
+def test_lookup_in_a_vector_whose_slots_all_share_one_entry_is_decode_error(
+        codec, decoder, nslots, slot, attr, lookup, any_case):
+    payload = vector_payload(nslots, slot, lambda b: [fb_entry(b, "x", "v" * 16384)] * 4096)
+    req = getattr(codec, decoder)(payload)
+    for name in ("x", "X", "other", "\u212a"):
+        for _ in range(2):
+            with pytest.raises(DecodeError):
+                getattr(req, lookup)(name)
+    payload = vector_payload(nslots, slot, lambda b: [fb_entry(b, "n", "v")] * 20000)
+    with pytest.raises(DecodeError):
+        getattr(getattr(codec, decoder)(payload), lookup)("zz")
+
+
+@pytest.mark.parametrize("decoder,nslots,slot,attr,lookup,any_case", LOOKUPS.values(),
+                         ids=LOOKUPS.keys())
+def test_lookup_is_refused_from_the_same_shared_entry_count_on_as_the_list(
+        codec, decoder, nslots, slot, attr, lookup, any_case):
+    for name, value in [("n", "v" * 100), ("", ""), ("N", None), (None, "v" * 10)]:
+        def outcome(count):
+            payload = vector_payload(nslots, slot, lambda b: [fb_entry(b, name, value)] * count)
+            return _lookup_outcome(codec, decoder, attr, lookup, payload, "n")
+
+        low, high = 1, 1 << 14           # the list: read at low, refused at high
+        assert isinstance(outcome(low)[0], list) and not isinstance(outcome(high)[0], list)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if isinstance(outcome(middle)[0], list):
+                low = middle
+            else:
+                high = middle
+        as_list, as_lookup = outcome(low)
+        assert as_lookup == by_definition(as_list, "n", any_case) == (
+            [value] * low if name == "n" or any_case and name == "N" else []), (name, value)
+        as_list, as_lookup = outcome(high)
+        assert as_lookup == as_list, (name, value)
+
+
+@fixture_ok
+@given(count=st.integers(1, 3000), distinct=st.integers(1, 3),
+       name=st.none() | st.text("aB", max_size=40), value=st.none() | st.text("xy", max_size=600),
+       shared=st.booleans(), query=st.text("ab", max_size=3))
+def test_lookup_over_any_vector_of_shared_entries_is_the_list_searched_or_its_error(
+        codec, count, distinct, name, value, shared, query):
+    def tables(builder):
+        made = [fb_entry(builder, name, value, shared) for _ in range(distinct)]
+        return [made[i % distinct] for i in range(count)]
+
+    for decoder, nslots, slot, attr, lookup, any_case in LOOKUPS.values():
+        payload = vector_payload(nslots, slot, tables)
+        as_list, as_lookup = _lookup_outcome(codec, decoder, attr, lookup, payload, query)
+        if isinstance(as_list, list):
+            assert as_lookup == by_definition(as_list, query, any_case)
+        else:
+            assert as_lookup == as_list
+
+
+@pytest.mark.compiled
+def test_compiled_header_lookup_keeps_no_object_per_header():
+    # A lookup that built the header list would leave 60 tuples and 120 strs behind at least.
+    from a6fast import _codec
+    from a6fast.loadgen import request_headers
+    payload = req_call(headers=request_headers(60))
+    _codec.decode_http_req_call(payload).header_values("user-agent")  # what is made once is
+    req = _codec.decode_http_req_call(payload)
+    gc.disable()
+    try:
+        before = sys.getallocatedblocks()
+        values = req.header_values("user-agent")
+        kept = sys.getallocatedblocks() - before
+    finally:
+        gc.enable()
+    assert values == ["Mozilla/5.0 (X11; Linux x86_64) load/1.0"]
+    assert kept <= 4, kept                             # the list, its items and the value
+
+
+@pytest.mark.compiled
+def test_compiled_header_lookup_decodes_no_name_it_skips():
+    # Each skipped name is 8 KiB: decoding any one of them, even to drop it at once, would take
+    # more memory than the whole lookup is allowed.
+    from a6fast import _codec
+    headers = [("x-skipped-%02d-" % i + "n" * 8192, "v") for i in range(59)]
+    headers.insert(30, ("User-Agent", "ua/1.0"))
+    for name in ("user-agent", "USER-AGENT", "none-of-them"):
+        req = _codec.decode_http_req_call(req_call(headers=headers))
+        values, grown = _traced_growth(lambda: req.header_values(name))
+        assert values == ([] if name == "none-of-them" else ["ua/1.0"])
+        assert grown < 1024, (name, grown)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ the inputs back; for random (often wrong) arguments both raise EncodeError or ne
 Readers: for gateway-encoded messages both read the inputs back; for random bytes and for
 mutated or truncated valid messages both give the same values, lazy fields forced, or both raise
 DecodeError, and nothing else ever escapes; a message read in place between any bytes reads as it
-does alone, and bounds outside the buffer are refused in the same words.
+does alone, and bounds outside the buffer are refused in the same words.  Lookups by name give
+what searching the decoded list gives, or the same DecodeError.
 """
+import inspect
 import struct
 
 import flatbuffers
@@ -591,3 +593,62 @@ def test_any_bounds_decode_alike_and_are_refused_in_the_same_words(buf, wrap, ki
     else:
         assert outcomes[0] is DecodeError
         assert refusals[0] == refusals[1] and refusals[0].startswith("payload ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookups by name: both codecs give the same values, or both raise, as the lists do
+
+LOOKUP_NAMES = st.sampled_from(["host", "HOST", "x", "X", "k", "\u212a", "\u00e9", "\u00c9",
+                                "\udcff", "\udcc3\udca9", "\ud800", "", "a"]) | texts.map(as_text)
+# (kind, slot of the vector, list attribute, lookup method, any case)
+LOOKUPS = [("http_req_call", 5, "headers", "header_values", True),
+           ("http_req_call", 4, "args", "arg_values", False),
+           ("http_resp_call", 2, "headers", "header_values", True)]
+
+
+def lookup_outcome(codec, kind, lookup, payload, name):
+    try:
+        return getattr(getattr(codec, "decode_" + kind)(payload), lookup)(name)
+    except DecodeError:
+        return DecodeError
+
+
+def list_outcome(codec, kind, attr, payload):
+    try:
+        return getattr(getattr(codec, "decode_" + kind)(payload), attr)
+    except DecodeError:
+        return DecodeError
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), which=st.integers(0, len(LOOKUPS) - 1), name=LOOKUP_NAMES,
+       shape=st.sampled_from(["valid", "mutated", "shared"]))
+def test_lookups_agree_and_are_the_lists_searched(data, which, name, shape):
+    kind, slot, attr, lookup, any_case = LOOKUPS[which]
+    if shape == "shared":
+        entries = data.draw(st.lists(st.tuples(short_texts, short_texts), min_size=1,
+                                     max_size=3))
+        payload = shared_entries_payload(kind, (slot,), data.draw(st.integers(1, 400)), entries,
+                                         data.draw(st.booleans()))
+    else:
+        message = MESSAGES[kind]
+        payload = data.draw(message.map(lambda made: made[0]) if shape == "valid"
+                            else mutated(message))
+    found = [lookup_outcome(codec, kind, lookup, payload, name) for codec in CODECS]
+    assert found[0] == found[1]
+    entries = list_outcome(pure, kind, attr, payload)
+    if entries is DecodeError:
+        assert found[0] is DecodeError
+    elif any_case:
+        assert found[0] == [value for entry_name, value in entries
+                            if entry_name is not None and entry_name.lower() == name.lower()]
+    else:
+        assert found[0] == [value for entry_name, value in entries if entry_name == name]
+
+
+@pytest.mark.parametrize("cls,method", [("HTTPReqCallReq", "header_values"),
+                                        ("HTTPReqCallReq", "arg_values"),
+                                        ("HTTPRespCallReq", "header_values")])
+def test_lookup_methods_have_the_same_signature_in_both(cls, method):
+    assert inspect.signature(getattr(getattr(compiled, cls), method)) == inspect.signature(
+        getattr(getattr(pure, cls), method))

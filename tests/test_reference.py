@@ -402,3 +402,29 @@ def test_any_official_http_req_call_req_is_read(codec, id, conf_token, method, p
     assert (req.id, req.conf_token, req.method, req.path, req.src_ip) == (
         id, conf_token, method, path, src_ip)
     assert req.args == (args or []) and req.headers == (headers or [])
+
+
+def _text_of(raw):
+    return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
+@suppress
+@given(args=st.none() | pairs, headers=st.none() | pairs, before=st.binary(max_size=8),
+       after=st.binary(max_size=8), data=st.data())
+def test_official_http_req_call_req_is_read_in_place_and_looked_up(codec, args, headers, before,
+                                                                   after, data):
+    payload = official_http_req_call_req(7, 9, 1, "/p", bytes([10, 0, 0, 1]), args, headers)
+    buf = before + payload + after
+    req = codec.decode_http_req_call(buf, len(before), len(before) + len(payload))
+    # the official reader, told where the message starts
+    official = A6.HTTPReqCall.Req.Req.GetRootAs(bytearray(buf), len(before))
+    assert (req.id, req.conf_token, req.method, req.path) == (
+        official.Id(), official.ConfToken(), official.Method(), _text_of(official.Path()))
+    official_headers = official_entries(official, "Headers") or []
+    official_args = official_entries(official, "Args") or []
+    known = [name for name, _ in (args or []) + (headers or [])]
+    name = data.draw(text | (st.sampled_from(known).map(str.swapcase) if known else text))
+    assert req.header_values(name) == [_text_of(value) for raw, value in official_headers
+                                       if _text_of(raw).lower() == name.lower()]
+    assert req.arg_values(name) == [_text_of(value) for raw, value in official_args
+                                    if _text_of(raw) == name]
