@@ -186,13 +186,12 @@ class _EntryView:
     values), iteration over names (repeated for multi-valued ones) and ``items()`` (all pairs).
     """
 
-    __slots__ = ("_src", "_attr", "_index", "_changes")
+    __slots__ = ("_src", "_attr", "_changes")
 
     def __init__(self, src, attr):
-        # The codec object's list is fetched (and decoded) on the first read only.
+        # The codec object's list is fetched (and decoded) only by what needs every entry.
         self._src = src
         self._attr = attr
-        self._index = None
         self._changes = None  # key -> (name as given, [values]); [] means deleted
 
     # reading ------------------------------------------------------------------------------------
@@ -202,20 +201,6 @@ class _EntryView:
     def _original(self):
         return getattr(self._src, self._attr)
 
-    def _orig_index(self):
-        index = self._index
-        if index is None:
-            index = self._index = {}
-            key = self._key
-            for name, value in self._original():
-                k = key(name)
-                values = index.get(k)
-                if values is None:
-                    index[k] = [value]
-                else:
-                    values.append(value)
-        return index
-
     def _values(self, name):
         k = self._key(name)
         changes = self._changes
@@ -223,7 +208,8 @@ class _EntryView:
             change = changes.get(k)
             if change is not None:
                 return change[1]
-        return self._orig_index().get(k, ())
+        # one name: found by the codec in the encoded entries, none of the others decoded
+        return self._find(name)
 
     def __getitem__(self, name: str) -> Optional[str]:
         values = self._values(name)
@@ -319,6 +305,9 @@ class Headers(_EntryView):
     def _key(self, name):
         return name.lower()
 
+    def _find(self, name):
+        return self._src.header_values(name)
+
     _check_name = staticmethod(_header_key)
     _check = staticmethod(_check_header)
 
@@ -327,6 +316,10 @@ class Args(_EntryView):
     """Query args: names are case-sensitive; a bare ``?flag`` has value None, ``?y=`` has ""."""
 
     __slots__ = ()
+
+    def _find(self, name):
+        # a name that is no str names no arg (the codec's lookup would raise TypeError)
+        return self._src.arg_values(name) if isinstance(name, str) else ()
 
     _check_name = staticmethod(_check_arg_name)
     _check = staticmethod(_check_arg)
@@ -346,7 +339,8 @@ def _as_bytes(body):
 class _Phase:
     """What both phases share: the codec object, the call's context, cached ExtraInfo."""
 
-    # _thread is the loop's (calls start there): the blocking getters refuse to run on it.
+    # _thread is the loop's (calls start there): the blocking getters refuse to run on it.  An
+    # inline call has no context (ctx None) and runs on the loop: it cannot wait at all.
     __slots__ = ("_req", "_ctx", "_thread", "_cache")
 
     @property
@@ -369,7 +363,7 @@ class _Phase:
         return raw
 
     def _extra_blocking(self, info_type, key, name, what):
-        if get_ident() == self._thread:
+        if self._ctx is None or get_ident() == self._thread:
             instead = "request.var(name)" if info_type == INFO_VAR else "request.body()"
             raise RuntimeError(
                 "%s() waits for the gateway and would stall every call on the loop: use "
@@ -412,7 +406,7 @@ class Request(_Phase):
     def __init__(self, req, ctx):
         self._req = req
         self._ctx = ctx
-        self._thread = get_ident()
+        self._thread = None if ctx is None else get_ident()
         self._cache = None
         self._headers = None
         self._args = None
@@ -584,7 +578,7 @@ class Response(_Phase):
     def __init__(self, req, ctx):
         self._req = req
         self._ctx = ctx
-        self._thread = get_ident()
+        self._thread = None if ctx is None else get_ident()
         self._cache = None
         self._headers = None
         self._status = None

@@ -7,7 +7,7 @@ pure rows).
 """
 import pytest
 
-from a6fast import codec
+from a6fast import codec, gateway
 from a6fast.registry import Registry
 
 from conftest import CALL_ID, REQUESTS, STOP_EXAMPLE_CONF, check_example_stop
@@ -33,4 +33,36 @@ def test_whole_call(benchmark, stop_chain, size):
     answer = whole_call()
     assert answer.__class__ is bytes, "the stop example must answer at once, got %r" % (answer,)
     check_example_stop(answer, CALL_ID)
+    benchmark(whole_call)
+
+
+@pytest.fixture(scope="module")
+def header_chain():
+    """A plugin reading one request header (the user agent), then stopping: the cost of one
+    header read must not grow with the headers it does not read."""
+    import a6fast
+
+    @a6fast.plugin("read-one-header", inline=True)
+    def read_one_header(request, conf):
+        request.stop(200 if request.headers.get("User-Agent") else 403, None, b"hi")
+
+    registry = Registry.load(plugin_dirs=[], builtins=False, entry_points=False)
+    registry.add(read_one_header)
+    return registry.prepare([("read-one-header", "{}")], "route#bench#ext-plugin-pre-req#2")
+
+
+@pytest.mark.parametrize("size", [pytest.param(size, id="%s-%s" % (size, codec.IMPLEMENTATION))
+                                  for size in sorted(REQUESTS)])
+def test_whole_call_reading_one_header(benchmark, header_chain, size):
+    benchmark.group = "whole call in-process (one header read, then stop)"
+    payload, _ = REQUESTS[size]
+    decode = codec.decode_http_req_call
+    call_request = header_chain.call_request
+
+    def whole_call():
+        return call_request(decode(payload), None)
+
+    answer = whole_call()
+    check_example_stop(answer, CALL_ID)
+    assert gateway.decode_http_req_call_resp(answer[4:]).stop.status == 200  # the header found
     benchmark(whole_call)

@@ -395,6 +395,29 @@ def test_setting_headers_without_reading_them_does_not_read_the_originals(codec,
     assert "headers" not in req.read
 
 
+def test_reading_some_headers_and_args_by_name_never_decodes_the_others(codec, ctx):
+    seen = {}
+
+    @a6fast.plugin("by-name", inline=True)
+    def by_name(request, conf):
+        seen["ua"] = request.headers.get("USER-AGENT")
+        seen["absent"] = request.headers.get("x-absent", "none")
+        seen["has"] = "Accept" in request.headers
+        seen["arg"] = request.args.getall("a")
+        request.add_header("x-tag", "1")
+        seen["tag"] = request.headers.getall("X-Tag")
+
+    headers = [("User-Agent", "ua/1"), ("accept", "*/*"), ("user-agent", "ua/2")] + HEADERS * 12
+    req = CountingReq(http_req(codec, headers=headers, args=[("a", "1"), ("A", "2"), ("a", None)]))
+    answer = req_answer(chain_of(by_name).call_request(req, ctx))
+    assert seen == {"ua": "ua/1", "absent": "none", "has": True, "arg": ["1", None],
+                    "tag": ["1"]}
+    assert answer.rewrite.headers == [("x-tag", "1")]
+    # found by name in the encoded entries: neither list was decoded whole
+    assert "headers" not in req.read and "args" not in req.read
+    assert {"header_values", "arg_values"} <= req.read
+
+
 # ---------------------------------------------------------------------------------------------
 # How hooks run: inline, async, threads
 
