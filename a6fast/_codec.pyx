@@ -175,12 +175,10 @@ cdef struct _Entry:
     int64_t value_len     # -1: absent
 
 
-cdef inline int _read_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i, int64_t* budget,
+cdef int _check_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i, int64_t* budget,
                             _Entry* e) except -1:
-    """Check entry ``i`` of the [TextEntry] whose elements start at ``vec`` and charge it.
-
-    The one walk of an entry list: the full decode and the lookups check and charge alike, so a
-    payload raises the same error whichever reads it."""
+    """Check entry ``i`` of the [TextEntry] whose elements start at ``vec`` and charge it, with
+    the checks' own error messages: _read_entry's way when its quick checks fail."""
     cdef _Table t
     cdef int64_t name_at, value_at
     _open_table(p, n, _follow(p, n, vec + 4 * i), &t)
@@ -197,6 +195,67 @@ cdef inline int _read_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i,
         budget[0] -= _STRING_COST + e.value_len
     if budget[0] < 0:
         raise DecodeError("entries at %d share more text than the payload holds" % vec)
+    return 0
+
+
+cdef inline int64_t _string_at(const uint8_t* p, int64_t n, int64_t pos, int64_t vtsize,
+                               int64_t size, int64_t vt, int slot, int64_t* start) noexcept nogil:
+    """The length of string field ``slot`` of the table at ``pos`` (its start to ``start``), -1
+    when absent, -2 when any check fails (the caller then checks again, raising)."""
+    cdef int64_t off, at, target
+    cdef uint32_t rel
+    if 4 + 2 * slot >= vtsize:
+        return -1
+    off = _u16(p + vt + 4 + 2 * slot)
+    if off == 0:
+        return -1
+    if off + 4 > size:
+        return -2
+    at = pos + off
+    rel = _u32(p + at)
+    target = at + rel
+    if rel == 0 or target + 4 > n:
+        return -2
+    off = _u32(p + target)
+    if off > n - target - 4:
+        return -2
+    start[0] = target + 4
+    return off
+
+
+cdef inline int _read_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i, int64_t* budget,
+                            _Entry* e) except -1:
+    """Check entry ``i`` of the [TextEntry] whose elements start at ``vec`` and charge it.
+
+    The one walk of an entry list: the full decode and the lookups check and charge alike, so a
+    payload raises the same error whichever reads it.  The checks run inline, with no call and
+    no error path, for the many entries a lookup only skips; any failure is checked again by
+    _check_entry, which raises with the reason."""
+    cdef int64_t slot = vec + 4 * i
+    cdef uint32_t rel = _u32(p + slot)
+    cdef int64_t pos = slot + rel
+    cdef int64_t vt, vtsize, size, cost
+    if rel == 0 or pos + 4 > n:
+        return _check_entry(p, n, vec, i, budget, e)
+    vt = pos - <int64_t><int32_t>_u32(p + pos)
+    if vt < 0 or vt + 4 > n:
+        return _check_entry(p, n, vec, i, budget, e)
+    vtsize = _u16(p + vt)
+    size = _u16(p + vt + 2)
+    if vtsize < 4 or vtsize & 1 or vt + vtsize > n or size < 4 or pos + size > n:
+        return _check_entry(p, n, vec, i, budget, e)
+    e.name_len = _string_at(p, n, pos, vtsize, size, vt, 0, &e.name_start)
+    e.value_len = _string_at(p, n, pos, vtsize, size, vt, 1, &e.value_start)
+    if e.name_len == -2 or e.value_len == -2:
+        return _check_entry(p, n, vec, i, budget, e)
+    cost = _ENTRY_COST
+    if e.name_len >= 0:
+        cost += _STRING_COST + e.name_len
+    if e.value_len >= 0:
+        cost += _STRING_COST + e.value_len
+    if budget[0] - cost < 0:
+        return _check_entry(p, n, vec, i, budget, e)
+    budget[0] -= cost
     return 0
 
 
@@ -324,7 +383,12 @@ cdef list _values_named_any_case(const uint8_t* p, int64_t n, const _Table* t, i
         if want != NULL and e.name_len == size and _ascii_fold_equal(
                 s, <const uint8_t*>want, size):
             out.append(_text_at(p, e.value_start, e.value_len))
-        elif not _is_ascii(s, e.name_len):
+        elif ((want == NULL or (e.name_len > size and (e.name_len - size) & 1 == 0))
+              and not _is_ascii(s, e.name_len)):
+            # A non-ASCII name lowers to an ASCII ``want`` only if its only non-ASCII characters
+            # are KELVIN SIGNs (3 bytes, lowered to "k": the one such character, which a test
+            # checks), so only a name 2, 4, ... bytes longer than ``want`` can: the others are
+            # not decoded.
             if lowered is None:
                 lowered = str.lower(name)
             if PyUnicode_Compare(str.lower(_text_at(p, e.name_start, e.name_len)), lowered) == 0:

@@ -1269,6 +1269,22 @@ def test_header_names_compare_as_str_lower_does_beyond_ascii(codec):
     assert req.header_values("x-\u00ff") == []
 
 
+def test_kelvin_sign_is_the_one_character_beyond_ascii_that_lowers_into_ascii():
+    # The compiled lookup decodes a non-ASCII header name only if it could lower to the ASCII
+    # name sought, which it may only through this character (3 bytes in UTF-8, lowered to "k").
+    import sys
+    assert [c for c in range(0x80, sys.maxunicode + 1) if chr(c).lower().isascii()] == [0x212A]
+
+
+def test_names_with_several_kelvin_signs_match_as_lowered(codec):
+    headers = [("KK", "two"), ("kk", "ascii"), ("Kk", "one"), ("xK", "no"),
+               ("kKKy", "three")]
+    req = codec.decode_http_req_call(req_call(headers=headers))
+    assert req.header_values("KK") == ["two", "ascii", "one"]
+    assert req.header_values("kkky") == ["three"]
+    assert req.header_values("xk") == ["no"]
+
+
 def test_arg_names_compare_as_the_decoded_str(codec):
     args = [("caf\u00e9", "1"), (b"caf\xc3", "cut"), (b"x\xff", "raw"), ("\u00e9", "e")]
     req = codec.decode_http_req_call(req_call(args=args))
