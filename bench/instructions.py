@@ -9,7 +9,12 @@ MANY (one connection, the request `a6fast bench` sends by default to the `stop` 
 
 is what one call costs the runner.  Each pair is run ROUNDS times and the median printed.
 
-    python bench/instructions.py [--few 2000] [--many 12000] [--rounds 3] [--header-count N]
+    python bench/instructions.py [--few 2000] [--many 12000] [--rounds 3] [--read-header]
+        [--bench-arg ARG ...]
+
+--read-header runs bench/plugins/read_header.py (one header read, then a Stop) instead of the
+`stop` example; --bench-arg passes an argument to `a6fast bench`, e.g. --bench-arg=--headers=60
+--bench-arg=--cookie=1024 for a request of 60 headers and a 1 KiB cookie.
 """
 import argparse
 import os
@@ -45,20 +50,23 @@ def wait_listening(path, proc, timeout=120.0):
     raise SystemExit("nothing listens on %s after %ss" % (path, timeout))
 
 
-def count(tmp, calls, extra_bench_args):
+def count(tmp, calls, read_header, extra_bench_args):
     """Instructions the runner executed, start to exit, serving ``calls`` calls."""
     sock = os.path.join(tmp, "runner.sock")
     out = os.path.join(tmp, "cachegrind.%d.out" % calls)
+    serve = [runner_bin("a6fast"), "serve", "--workers", "1", "--listen", "unix:" + sock]
+    plugin = ["--plugin", "stop", "--conf", STOP_CONF]
+    if read_header:
+        serve += ["--plugins", os.path.join(REPO, "bench", "plugins")]
+        plugin = ["--plugin", "read-header"]
     proc = subprocess.Popen(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=" + out,
-         runner_bin("a6fast"), "serve", "--workers", "1", "--listen", "unix:" + sock],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=" + out]
+        + serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     try:
         wait_listening(sock, proc)
-        subprocess.run([runner_bin("a6fast"), "bench", "--listen", "unix:" + sock,
-                        "--plugin", "stop", "--conf", STOP_CONF, "--connections", "1",
-                        "--calls", str(calls), "--expect", "Stop 200"] + extra_bench_args,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([runner_bin("a6fast"), "bench", "--listen", "unix:" + sock] + plugin
+                       + ["--connections", "1", "--calls", str(calls), "--expect", "Stop 200"]
+                       + extra_bench_args, check=True, stdout=subprocess.DEVNULL)
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(120)
@@ -75,17 +83,19 @@ def main():
     parser.add_argument("--few", type=int, default=2000)
     parser.add_argument("--many", type=int, default=12000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--read-header", action="store_true")
+    parser.add_argument("--keep", metavar="DIR", help="write the cachegrind files there")
     parser.add_argument("--bench-arg", action="append", default=[],
                         help="an argument for `a6fast bench` (repeatable), e.g. --bench-arg=--header"
                              " --bench-arg='cookie: ...'")
     args = parser.parse_args()
     per_call = []
     with tempfile.TemporaryDirectory(prefix="a6fast-instr-") as tmp:
-        if os.environ.get("A6FAST_KEEP"):
-            tmp = os.environ["A6FAST_KEEP"]
+        if args.keep:
+            tmp = args.keep
         for round_no in range(1, args.rounds + 1):
-            few = count(tmp, args.few, args.bench_arg)
-            many = count(tmp, args.many, args.bench_arg)
+            few = count(tmp, args.few, args.read_header, args.bench_arg)
+            many = count(tmp, args.many, args.read_header, args.bench_arg)
             per_call.append((many - few) / (args.many - args.few))
             print("  round %d: %d calls %d instructions, %d calls %d instructions: %.0f per call"
                   % (round_no, args.few, few, args.many, many, per_call[-1]), flush=True)

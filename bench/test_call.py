@@ -5,6 +5,8 @@ The chain encodes with ``a6fast.codec``, i.e. the compiled codec unless ``A6FAST
 is set, so the test id names that implementation (``A6FAST_NO_EXTENSIONS=1 make bench`` gives the
 pure rows).
 """
+import os
+
 import pytest
 
 from a6fast import codec, gateway
@@ -38,17 +40,11 @@ def test_whole_call(benchmark, stop_chain, size):
 
 @pytest.fixture(scope="module")
 def header_chain():
-    """A plugin reading one request header (the user agent), then stopping: the cost of one
-    header read must not grow with the headers it does not read."""
-    import a6fast
-
-    @a6fast.plugin("read-one-header", inline=True)
-    def read_one_header(request, conf):
-        request.stop(200 if request.headers.get("User-Agent") else 403, None, b"hi")
-
-    registry = Registry.load(plugin_dirs=[], builtins=False, entry_points=False)
-    registry.add(read_one_header)
-    return registry.prepare([("read-one-header", "{}")], "route#bench#ext-plugin-pre-req#2")
+    """bench/plugins/read_header.py: one request header read (the user agent), then a Stop: the
+    cost of one header read must not grow with the headers it does not read."""
+    registry = Registry.load(plugin_dirs=[os.path.join(os.path.dirname(__file__), "plugins")],
+                             builtins=False, entry_points=False)
+    return registry.prepare([("read-header", "{}")], "route#bench#ext-plugin-pre-req#2")
 
 
 @pytest.mark.parametrize("size", [pytest.param(size, id="%s-%s" % (size, codec.IMPLEMENTATION))
