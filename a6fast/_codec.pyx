@@ -21,7 +21,7 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact
 from cpython.unicode cimport (PyUnicode_AsUTF8AndSize, PyUnicode_Check, PyUnicode_CheckExact,
                               PyUnicode_Compare, PyUnicode_DecodeUTF8)
-from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from .errors import DecodeError, EncodeError, TooManyPlugins
@@ -259,27 +259,6 @@ cdef inline int _read_entry(const uint8_t* p, int64_t n, int64_t vec, int64_t i,
     return 0
 
 
-cdef inline int _entry_name(const uint8_t* p, int64_t n, int64_t vec, int64_t i,
-                            _Entry* e) except -1:
-    """Check entry ``i`` as far as its name (``e.name_*``): what a lookup reads of the entries it
-    skips.  A failure raises as _check_entry does."""
-    cdef int64_t slot = vec + 4 * i
-    cdef uint32_t rel = _u32(p + slot)
-    cdef int64_t pos = slot + rel
-    cdef int64_t vt, vtsize, size
-    cdef int64_t unlimited = INT64_MAX
-    if rel != 0 and pos + 4 <= n:
-        vt = pos - <int64_t><int32_t>_u32(p + pos)
-        if vt >= 0 and vt + 4 <= n:
-            vtsize = _u16(p + vt)
-            size = _u16(p + vt + 2)
-            if not (vtsize < 4 or vtsize & 1 or vt + vtsize > n or size < 4 or pos + size > n):
-                e.name_len = _string_at(p, n, pos, vtsize, size, vt, 0, &e.name_start)
-                if e.name_len != -2:
-                    return 0
-    return _check_entry(p, n, vec, i, &unlimited, e)
-
-
 cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     """A [TextEntry] as a list of (name, value); absent reads as []."""
     cdef int64_t count, start, i
@@ -297,10 +276,8 @@ cdef list _entries(const uint8_t* p, int64_t n, const _Table* t, int slot):
     return out
 
 
-
-# Lookups by name read what they use: every entry is checked as far as its name, which is only
-# compared, as bytes; a match is checked and charged whole, as _entries does, and only its value
-# becomes an object (the pure twin's lookups read alike).
+# Lookups by name: every entry is walked as _entries walks it, but a name is only compared, as
+# bytes, and only a match's value becomes an object.
 
 cdef inline bint _is_ascii(const uint8_t* s, int64_t n) noexcept nogil:
     cdef uint64_t seen = 0, word
@@ -365,10 +342,9 @@ cdef list _values_named(const uint8_t* p, int64_t n, const _Table* t, int slot, 
                 want = PyBytes_AS_STRING(encoded)
                 size = PyBytes_GET_SIZE(encoded)
     for i in range(count):
-        _entry_name(p, n, start, i, &e)
+        _read_entry(p, n, start, i, &budget, &e)
         if (want != NULL and e.name_len == size
                 and memcmp(p + e.name_start, want, size) == 0):
-            _read_entry(p, n, start, i, &budget, &e)
             out.append(_text_at(p, e.value_start, e.value_len))
     return out
 
@@ -400,13 +376,12 @@ cdef list _values_named_any_case(const uint8_t* p, int64_t n, const _Table* t, i
             want = PyUnicode_DATA(lowered)
             size = PyUnicode_GET_LENGTH(lowered)
     for i in range(count):
-        _entry_name(p, n, start, i, &e)
+        _read_entry(p, n, start, i, &budget, &e)
         if e.name_len < 0:
             continue
         s = p + e.name_start
         if want != NULL and e.name_len == size and _ascii_fold_equal(
                 s, <const uint8_t*>want, size):
-            _read_entry(p, n, start, i, &budget, &e)
             out.append(_text_at(p, e.value_start, e.value_len))
         elif ((want == NULL or (e.name_len > size and (e.name_len - size) & 1 == 0))
               and not _is_ascii(s, e.name_len)):
@@ -417,7 +392,6 @@ cdef list _values_named_any_case(const uint8_t* p, int64_t n, const _Table* t, i
             if lowered is None:
                 lowered = str.lower(name)
             if PyUnicode_Compare(str.lower(_text_at(p, e.name_start, e.name_len)), lowered) == 0:
-                _read_entry(p, n, start, i, &budget, &e)
                 out.append(_text_at(p, e.value_start, e.value_len))
     return out
 

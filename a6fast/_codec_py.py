@@ -159,13 +159,9 @@ def _lookup_name(name, what):
     return name
 
 
-def _values_named(buf, tab, slot, name):
-    return _fb.guarded(_fb.field_entry_values, buf, tab, slot, name.__eq__)
-
-
-def _values_any_case(buf, tab, slot, key):
-    return _fb.guarded(_fb.field_entry_values, buf, tab, slot,
-                       lambda entry_name: entry_name.lower() == key)
+def _values_any_case(entries, key):
+    return [value for entry_name, value in entries
+            if entry_name is not None and entry_name.lower() == key]
 
 
 class PrepareConfReq:
@@ -254,11 +250,12 @@ class HTTPReqCallReq:
     def header_values(self, name):
         """The values of the headers called ``name`` in any case, in order."""
         key = _lookup_name(name, "header").lower()
-        return _values_any_case(self._buf, self._tab, 5, key)
+        return _values_any_case(self.headers, key)
 
     def arg_values(self, name):
         """The values of the query args called exactly ``name``, in order."""
-        return _values_named(self._buf, self._tab, 4, _lookup_name(name, "arg"))
+        name = _lookup_name(name, "arg")
+        return [value for arg_name, value in self.args if arg_name == name]
 
     def __repr__(self):
         return "HTTPReqCallReq(id=%d, conf_token=%d, method=%s)" % (
@@ -295,7 +292,7 @@ class HTTPRespCallReq:
     def header_values(self, name):
         """The values of the headers called ``name`` in any case, in order."""
         key = _lookup_name(name, "header").lower()
-        return _values_any_case(self._buf, self._tab, 2, key)
+        return _values_any_case(self.headers, key)
 
     def __repr__(self):
         return "HTTPRespCallReq(id=%d, conf_token=%d, status=%d)" % (

@@ -192,65 +192,29 @@ def field_entries(buf, tab, slot):
     if at < 0:
         return None
     start, count = _span(buf, at, 4)
-    budget = [entries_budget(len(buf))]
+    budget = entries_budget(len(buf))
     entries = []
     append = entries.append
     for elem in range(start, start + 4 * count, 4):
-        name, value = _entry(buf, elem, start, budget)
-        append((_text(buf, name), _text(buf, value)))
+        entry = table_at(buf, _follow(buf, elem))
+        name_at = field_pos(buf, entry, 0, 4)
+        value_at = field_pos(buf, entry, 1, 4)
+        budget -= ENTRY_COST
+        name = value = None
+        if name_at >= 0:
+            name_start, name_len = _span(buf, name_at, 1)
+            budget -= STRING_COST + name_len
+        if value_at >= 0:
+            value_start, value_len = _span(buf, value_at, 1)
+            budget -= STRING_COST + value_len
+        if budget < 0:
+            raise DecodeError("entries at %d share more text than the payload holds" % start)
+        if name_at >= 0:
+            name = buf[name_start:name_start + name_len].decode("utf-8", "surrogateescape")
+        if value_at >= 0:
+            value = buf[value_start:value_start + value_len].decode("utf-8", "surrogateescape")
+        append((name, value))
     return entries
-
-
-def field_entry_values(buf, tab, slot, matches):
-    """The values of a ``[TextEntry]`` field's entries whose name (decoded as the entries are)
-    ``matches``, in order; [] when absent.
-
-    What a lookup reads is checked: every entry as far as its name, a match whole, as
-    ``field_entries`` checks it and charging the same budget (the compiled lookups read alike)."""
-    at = field_pos(buf, tab, slot, 4)
-    if at < 0:
-        return []
-    start, count = _span(buf, at, 4)
-    budget = [entries_budget(len(buf))]
-    values = []
-    for elem in range(start, start + 4 * count, 4):
-        try:
-            entry = table_at(buf, _follow(buf, elem))
-            name_at = field_pos(buf, entry, 0, 4)
-            name = None if name_at < 0 else _span(buf, name_at, 1)
-        except DecodeError:
-            _entry(buf, elem, start, [float("inf")])  # raises as the whole entry's check does
-            raise
-        text = _text(buf, name)
-        if text is not None and matches(text):
-            values.append(_text(buf, _entry(buf, elem, start, budget)[1]))
-    return values
-
-
-def _entry(buf, elem, start, budget):
-    """Check the TextEntry whose uoffset is at ``elem`` and charge ``budget[0]`` for it: the
-    ``(start, length)`` spans of its name and value, each None when absent."""
-    entry = table_at(buf, _follow(buf, elem))
-    name_at = field_pos(buf, entry, 0, 4)
-    value_at = field_pos(buf, entry, 1, 4)
-    budget[0] -= ENTRY_COST
-    name = value = None
-    if name_at >= 0:
-        name = _span(buf, name_at, 1)
-        budget[0] -= STRING_COST + name[1]
-    if value_at >= 0:
-        value = _span(buf, value_at, 1)
-        budget[0] -= STRING_COST + value[1]
-    if budget[0] < 0:
-        raise DecodeError("entries at %d share more text than the payload holds" % start)
-    return name, value
-
-
-def _text(buf, span):
-    if span is None:
-        return None
-    start, length = span
-    return buf[start:start + length].decode("utf-8", "surrogateescape")
 
 
 def guarded(read, *args):

@@ -638,7 +638,7 @@ def test_lookups_agree_and_are_the_lists_searched(data, which, name, shape):
     assert found[0] == found[1]
     entries = list_outcome(pure, kind, attr, payload)
     if entries is DecodeError:
-        pass  # a lookup reads the names and its matches only: the agreement above is the check
+        assert found[0] is DecodeError
     elif any_case:
         assert found[0] == [value for entry_name, value in entries
                             if entry_name is not None and entry_name.lower() == name.lower()]
