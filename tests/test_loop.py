@@ -83,6 +83,27 @@ def test_a_handler_removing_another_fd_ready_in_the_same_turn_keeps_it_from_runn
     assert "internal error" not in caplog.text
 
 
+def test_more_ready_fds_than_one_poll_takes_are_all_served():
+    from a6fast.server.loop import MAX_EVENTS
+    loop = Loop()
+    pairs = [socket.socketpair() for _ in range(3 * MAX_EVENTS + 1)]
+    served = set()
+
+    def handler(index):
+        def on(events):
+            pairs[index][0].recv(100)
+            served.add(index)
+        return on
+
+    for index, (r, w) in enumerate(pairs):
+        loop.add_reader(r.fileno(), handler(index))
+        w.send(b"x")
+    deadline = time.monotonic() + 5
+    loop.run(lambda: len(served) == len(pairs) or time.monotonic() > deadline)
+    loop.close()
+    assert served == set(range(len(pairs)))
+
+
 def test_timers_fire_in_order_and_cancelled_ones_do_not():
     loop = Loop()
     fired = []
