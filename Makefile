@@ -64,6 +64,12 @@ bench: $(STAMP)
 memory: $(STAMP)
 	$(PY) bench/memory.py
 
+## instructions: the runner's user-space instructions per call, counted by valgrind (ARGS: see
+## bench/instructions.py, e.g. ARGS=--allocations or ARGS=--read-header)
+.PHONY: instructions
+instructions: $(STAMP)
+	$(PY) bench/instructions.py $(ARGS)
+
 ## floor: our runner against the C floor runner (parses nothing) under the C load generator,
 ## both built here from bench/floor/*.c, alternating rounds
 FLOOR_BIN := build/floor
