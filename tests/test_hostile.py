@@ -13,7 +13,7 @@ import pytest
 
 from a6fast import gateway
 from a6fast.protocol import (ACTION_STOP, BAD_REQUEST, RPC_ERR, RPC_EXTRA_INFO, RPC_HTTP_REQ_CALL,
-                             RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF)
+                             RPC_HTTP_RESP_CALL, RPC_PREPARE_CONF, SERVICE_UNAVAILABLE)
 
 from faultkit import (FAULT_PLUGINS, field_at, frame, prepare_conf_sharing_one_entry, put_u32,
                       req_call_frame, req_call_payload, root_of, rss_kib, target_of, vtable_of,
@@ -384,6 +384,42 @@ def test_prepare_conf_failing_with_memory_error_is_answered_with_an_err(tmp_path
                 gw.prepare([("echo", "{}")], "route#no-memory")
             assert failed.value.code == BAD_REQUEST
             assert_prepares_and_calls(gw)
+        assert "MemoryError" in wait_for_log(proc, "MemoryError")
+    finally:
+        assert proc.stop() == 0
+
+
+NO_MEMORY_FOR_A_CALL_PLUGIN = textwrap.dedent('''
+    import a6fast
+    from a6fast.server import connection
+
+    _Call = connection.Call
+
+    def _call_or_run_out(conn, rpc_type, call_id):
+        if call_id == 666:
+            raise MemoryError()
+        return _Call(conn, rpc_type, call_id)
+
+    connection.Call = _call_or_run_out
+
+    @a6fast.plugin("waits")
+    async def waits(request, conf):
+        pass
+''')
+
+
+def test_a_call_failing_with_memory_error_before_its_plugins_run_is_answered_with_an_err(
+        tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "no_memory_for_a_call.py").write_text(NO_MEMORY_FOR_A_CALL_PLUGIN)
+    proc = RunnerProcess(tmp_path, "--plugins", str(plugins), "--workers", "1")
+    try:
+        with proc.gateway() as gw:
+            token = gw.prepare([("waits", "{}")], "route#waits")
+            assert gw.call(token, id=1)[0] == RPC_HTTP_REQ_CALL
+            assert err_code(gw.call(token, id=666)) == SERVICE_UNAVAILABLE
+            assert gw.call(token, id=2)[0] == RPC_HTTP_REQ_CALL  # the connection goes on
         assert "MemoryError" in wait_for_log(proc, "MemoryError")
     finally:
         assert proc.stop() == 0

@@ -215,12 +215,30 @@ class Connection:
             else:
                 runner.stats.resp_calls += 1
                 inline = chain.response_inline
+            if not inline:
+                self.run_call(rpc_type, req, chain, calls)
+                return
+            # live counters: a conf's first call and every 8th after it is timed (SAMPLE_EVERY)
+            started = _clock_ns() if calls & 7 == 1 else 0
+            try:
+                if rpc_type == RPC_HTTP_REQ_CALL:
+                    answer = chain.call_request(req, None)
+                else:
+                    answer = chain.call_response(req, None)
+            except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
+                self.call_failed(rpc_type, req.id, exc)
+            else:
+                if answer.__class__ is bytes:
+                    self.send(answer)
+                else:
+                    self.answer(rpc_type, req.id, answer)
+            if started:
+                runner.stats.observe(rpc_type, started)
         except DecodeError as exc:
-            # only a decoder raises it here: the plugins' failures are answered below
+            # only a decoder raises it here: the plugins' failures are answered as they happen
             if not self.owed or self.call is not None or self.closed:
                 raise
             self.fail(BAD_REQUEST, "undecodable %s: %s", RPC_NAMES[rpc_type], exc)
-            return
         except BaseException as exc:  # noqa: B902  (MemoryError included) still answered
             if not self.owed or self.call is not None or self.closed:
                 raise
@@ -231,26 +249,6 @@ class Connection:
             self.send(ERR_FRAMES[SERVICE_UNAVAILABLE])
             if not isinstance(exc, Exception):
                 raise
-            return
-        if not inline:
-            self.run_call(rpc_type, req, chain, calls)
-            return
-        # live counters: a conf's first call and every 8th after it is timed (stats.SAMPLE_EVERY)
-        started = _clock_ns() if calls & 7 == 1 else 0
-        try:
-            if rpc_type == RPC_HTTP_REQ_CALL:
-                answer = chain.call_request(req, None)
-            else:
-                answer = chain.call_response(req, None)
-        except BaseException as exc:  # noqa: B902  any failure is an Err frame, never success
-            self.call_failed(rpc_type, req.id, exc)
-        else:
-            if answer.__class__ is bytes:
-                self.send(answer)
-            else:
-                self.answer(rpc_type, req.id, answer)
-        if started:
-            runner.stats.observe(rpc_type, started)
 
     def token_not_found(self, rpc_type, conf_token):
         if conf_token == 0:
