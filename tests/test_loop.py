@@ -57,6 +57,26 @@ def test_a_handler_raising_key_error_is_logged_as_a_bug_and_the_loop_goes_on(cap
     assert "internal error serving a connection" in caplog.text and "a bug" in caplog.text
 
 
+def test_a_key_error_from_a_handler_that_removed_its_own_fd_is_still_logged(caplog):
+    loop = Loop()
+    r, w = socket.socketpair()
+    ran = []
+
+    def closes_then_fails(events):
+        r.recv(100)
+        loop.remove(r.fileno())
+        ran.append(1)
+        raise KeyError("a bug after closing")
+
+    loop.add_reader(r.fileno(), closes_then_fails)
+    w.send(b"x")
+    deadline = time.monotonic() + 5
+    with caplog.at_level(logging.ERROR, logger="a6fast.server"):
+        loop.run(lambda: bool(ran) or time.monotonic() > deadline)
+    loop.close()
+    assert ran and "a bug after closing" in caplog.text
+
+
 def test_a_handler_removing_another_fd_ready_in_the_same_turn_keeps_it_from_running(caplog):
     loop = Loop()
     pairs = [socket.socketpair() for _ in range(2)]

@@ -181,11 +181,11 @@ class Loop:
                     events = ()
                 for fd, ev in events:
                     try:
-                        handlers[fd](ev)
+                        handler = handlers[fd]
                     except KeyError:
-                        if fd in handlers:  # raised by the handler: a bug, as below
-                            log.exception("internal error serving a connection")
-                        # else removed by an earlier handler of this turn
+                        continue  # removed by an earlier handler of this turn
+                    try:
+                        handler(ev)
                     except Exception:  # noqa: BLE001  a bug serving one connection must not end them all
                         log.exception("internal error serving a connection")
                 self.now = now = monotonic()
