@@ -125,7 +125,7 @@ def families(snap: Dict[str, Any]) -> Iterator[Any]:
 
     latency = HistogramMetricFamily(
         "a6fast_call_duration_seconds", "Time from the start of a call's plugins to its answer, "
-        "of sampled calls: each worker's first call, then 1 in %d." % SAMPLE_EVERY,
+        "of sampled calls: each conf's first call, then 1 in %d." % SAMPLE_EVERY,
         labels=["type"])
     sums = snap.get("histogram_sum_ns", {})
     for rpc in CALL_TYPES:

@@ -215,7 +215,7 @@ def merge(workers: List[Dict[str, Any]], alive: Callable[[int], bool] = lambda p
         "errors": errors,
         "plugins": plugins,
         "latency_us": {phase: percentiles(hist) for phase, hist in hists.items()},
-        "latency_sampling": "the first call, then 1 in %d" % SAMPLE_EVERY,
+        "latency_sampling": "each conf's first call, then 1 in %d" % SAMPLE_EVERY,
         "histogram_ns": hists,
         "histogram_sum_ns": sums,
         "per_worker": sorted(per_worker, key=lambda w: (not w["alive"], w["pid"])),
