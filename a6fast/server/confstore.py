@@ -41,9 +41,9 @@ class ConfStore:
         self.clock = clock
         self.shared = shared
         self._by_token = collections.OrderedDict()
-        # find(token): the Conf stored under ``token``, or None, with no use counted: the hot
-        # path (Connection.on_call) counts the call and calls touch() itself; a bound dict.get,
-        # as a method would cost a frame per call
+        # find(token): the Conf stored here under ``token``, or None, with no use counted: the
+        # hot path (Connection.on_frame) counts the call, calls touch() and load() itself; a bound
+        # dict.get, as a method would cost a frame per call
         self.find = self._by_token.get
         self._by_key = {}
         self.evicted_early = 0
@@ -95,10 +95,12 @@ class ConfStore:
         """The chain for ``token``, or None; a hit counts as a use, and as ``call`` calls."""
         conf = self._by_token.get(token)
         if conf is None:
-            return self._load_shared(token, now, call) if self.shared is not None else None
-        conf.calls += call
-        if now > conf.touch_after:
+            conf = self.load(token, now)
+            if conf is None:
+                return None
+        elif now > conf.touch_after:
             self.touch(conf, now)
+        conf.calls += call
         return conf.chain
 
     def touch(self, conf, now):
@@ -110,7 +112,11 @@ class ConfStore:
             conf.shared_touch = now
             self.shared.touch(conf.token)
 
-    def _load_shared(self, token, now, call=1):
+    def load(self, token, now):
+        """The conf another worker stored under ``token``, prepared here and kept from now on;
+        None when there is no such conf (or no shared store), or it does not prepare here."""
+        if self.shared is None:
+            return None
         found = self.shared.load(token)
         if found is None:
             return None
@@ -120,9 +126,7 @@ class ConfStore:
         except BaseException:  # noqa: B902  another worker accepted it; here it is just unknown
             log.exception("conf_token %d from another worker does not prepare here", token)
             return None
-        conf = self._add(token, key, entries, chain, now)
-        conf.calls += call
-        return conf.chain
+        return self._add(token, key, entries, chain, now)
 
     def _add(self, token, key, entries, chain, now):
         self.sweep(now)

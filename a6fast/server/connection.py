@@ -201,11 +201,11 @@ class Connection:
                 return
             conf = runner.confs.find(req.conf_token)
             if conf is None:
-                # another worker's conf (then loaded from the shared store), or an unknown token
-                if runner.confs.get(req.conf_token, runner.loop.now, 0) is None:
+                # another worker's conf (loaded from the shared store), or an unknown token
+                conf = runner.confs.load(req.conf_token, runner.loop.now)
+                if conf is None:
                     self.token_not_found(rpc_type, req.conf_token)
                     return
-                conf = runner.confs.find(req.conf_token)
             elif runner.loop.now > conf.touch_after:
                 runner.confs.touch(conf, runner.loop.now)
             calls = conf.calls = conf.calls + 1
