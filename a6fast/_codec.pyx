@@ -1025,12 +1025,16 @@ cdef inline void _put_u16(_W* w, int64_t at, uint32_t v) noexcept:
         w.out[at + 1] = <uint8_t>(v >> 8)
 
 
+cdef inline void _store_u32(uint8_t* out, int64_t at, uint32_t v) noexcept:
+    out[at] = <uint8_t>v
+    out[at + 1] = <uint8_t>(v >> 8)
+    out[at + 2] = <uint8_t>(v >> 16)
+    out[at + 3] = <uint8_t>(v >> 24)
+
+
 cdef inline void _put_u32(_W* w, int64_t at, uint32_t v) noexcept:
     if w.out != NULL:
-        w.out[at] = <uint8_t>v
-        w.out[at + 1] = <uint8_t>(v >> 8)
-        w.out[at + 2] = <uint8_t>(v >> 16)
-        w.out[at + 3] = <uint8_t>(v >> 24)
+        _store_u32(w.out, at, v)
 
 
 cdef inline void _align4(_W* w) noexcept:
@@ -1327,13 +1331,6 @@ cdef object _plain_stop(uint32_t id, uint32_t status, bytes body):
     _store_u32(out, 56, <uint32_t>n)
     memcpy(out + 60, PyBytes_AS_STRING(body), n)
     return frame
-
-
-cdef inline void _store_u32(uint8_t* out, int64_t at, uint32_t v) noexcept:
-    out[at] = <uint8_t>v
-    out[at + 1] = <uint8_t>(v >> 8)
-    out[at + 2] = <uint8_t>(v >> 16)
-    out[at + 3] = <uint8_t>(v >> 24)
 
 
 def encode_stop(id, status, headers, body):
